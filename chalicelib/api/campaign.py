@@ -1,0 +1,120 @@
+"""Campaign callback registrations (seed: campaign-callback-registrations.txt).
+
+Errors: validation 400 ``{"error": "invalid", "field": ..., "message": ...}``; overlap 409
+naming the conflicting registration; 401/403/404 ``{"error": ..., "message": ...}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice import Blueprint, Response
+
+from chalicelib.api.auth import Access, Denied, authenticate, authorize
+from chalicelib.api.common import BadBody, check_destination, json_object
+from chalicelib.api.errors import ApiError, json_error
+from chalicelib.domain.access import Need
+from chalicelib.domain.campaign import CampaignInvalid, is_active, is_listed, validate_create
+from chalicelib.domain.timeutil import fmt, utcnow
+from chalicelib.storage import campaign as store
+
+bp = Blueprint(__name__)
+
+BASE = "/companies/{company_id}/campaigns/config"
+
+_DENIED_MESSAGES = {
+    401: ("unauthorized", "a valid API key is required"),
+    403: ("forbidden", "this key may not do that for this company"),
+    404: ("not_found", "company not found"),
+}
+
+
+def _access(company_id: str, need: Need) -> Access:
+    try:
+        return authorize(authenticate(bp.current_request), company_id, need)
+    except Denied as exc:
+        error, message = _DENIED_MESSAGES[exc.status]
+        raise json_error(exc.status, error, message) from exc
+
+
+def _not_found(callback_id: str) -> ApiError:
+    return json_error(404, "not_found", f"callback registration {callback_id} not found")
+
+
+def registration_view(record: store.CampaignRegistrationModel) -> dict[str, Any]:
+    now = fmt(utcnow())
+    return {
+        "callback_id": record.callback_id,
+        "event_type": record.event_type,
+        "campaign_id": record.campaign_id,
+        "destination_url": record.destination_url,
+        "backup_url": record.backup_url,
+        "destination_method": record.destination_method,
+        "content_type": record.content_type,
+        "start_date": record.start_date,
+        "end_date": record.end_date,
+        "url": f"/companies/{record.company_id}/campaigns/config/callbacks/{record.callback_id}",
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "active": is_active(record.start_date, record.end_date, bool(record.deleted), now),
+        "disabled_reason": record.disabled_reason,
+    }
+
+
+@bp.route(f"{BASE}/callbacks", methods=["GET"])
+def list_callbacks(company_id: str) -> list[dict[str, Any]]:
+    _access(company_id, Need.READ)
+    now = fmt(utcnow())
+    return [
+        registration_view(r)
+        for r in store.list_registrations(company_id)
+        if is_listed(r.end_date, bool(r.deleted), now)
+    ]
+
+
+@bp.route(f"{BASE}/callbacks", methods=["POST"])
+def create_callback(company_id: str) -> Response:
+    _access(company_id, Need.WRITE)
+    try:
+        body = json_object(bp.current_request)
+        spec = validate_create(body, now=utcnow(), url_check=check_destination)
+    except BadBody as exc:
+        raise json_error(400, "invalid", str(exc), field=None) from exc
+    except CampaignInvalid as exc:
+        raise json_error(400, "invalid", exc.message, field=exc.field) from exc
+    try:
+        created = store.create_registration(company_id, spec, utcnow())
+    except store.OverlapConflict as exc:
+        raise json_error(
+            409,
+            "overlap",
+            f"event type {spec.event_type} already has registration {exc.callback_id} "
+            "in an overlapping date range",
+            conflicting_callback_id=exc.callback_id,
+        ) from exc
+    except store.Contended as exc:
+        raise json_error(503, "busy", "too many concurrent changes, retry") from exc
+    view = registration_view(created.registration)
+    view["signing_secret"] = created.signing_secret
+    return Response(body=view, status_code=201, headers={"Location": view["url"]})
+
+
+@bp.route(f"{BASE}/callbacks/{{callback_id}}", methods=["GET"])
+def get_callback(company_id: str, callback_id: str) -> dict[str, Any]:
+    _access(company_id, Need.READ)
+    record = store.get_registration(company_id, callback_id)
+    if record is None:
+        raise _not_found(callback_id)
+    return registration_view(record)
+
+
+@bp.route(f"{BASE}/callbacks/{{callback_id}}", methods=["DELETE"])
+def delete_callback(company_id: str, callback_id: str) -> dict[str, Any]:
+    _access(company_id, Need.WRITE)
+    try:
+        record = store.end_registration(company_id, callback_id, utcnow())
+    except store.Contended as exc:
+        raise json_error(503, "busy", "too many concurrent changes, retry") from exc
+    if record is None:
+        raise _not_found(callback_id)
+    return registration_view(record)

@@ -1,0 +1,58 @@
+"""Shared PynamoDB plumbing: per-stage table names, the endpoint, and transactions.
+
+Table names and the endpoint are read when a model class is created (PynamoDB reads ``Meta``
+then), so the process environment must be set before ``chalicelib.storage`` is imported; the
+Lambda runtime, the local stack and the test harness all do that.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pynamodb.connection import Connection
+from pynamodb.exceptions import TransactWriteError
+from pynamodb.transactions import TransactWrite
+
+from chalicelib import settings
+
+
+def endpoint() -> str | None:
+    """The embedded AWS endpoint when one is set (local stack, tests); None on AWS."""
+    return os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def make_meta(short_name: str) -> Any:
+    """A PynamoDB ``Meta`` for one of our tables in the current stage."""
+
+    class Meta:
+        table_name = settings.table_name(short_name)
+        region = settings.region()
+        host = endpoint()
+        billing_mode = "PAY_PER_REQUEST"
+
+    return Meta
+
+
+def connection() -> Connection:
+    return Connection(region=settings.region(), host=endpoint())
+
+
+def transaction() -> TransactWrite:
+    """A write transaction: all of its conditions hold, or nothing is written."""
+    return TransactWrite(connection=connection())
+
+
+def cancelled_by_condition(exc: TransactWriteError, index: int | None = None) -> bool:
+    """True when the transaction was cancelled because a condition did not hold.
+
+    ``index`` narrows the question to one operation of the transaction (in the order the
+    operations were added).
+    """
+    reasons: list[Any] = list(getattr(exc, "cancellation_reasons", None) or [])
+    if not reasons:
+        return exc.cause_response_code == "TransactionCanceledException"
+    if index is not None:
+        reason = reasons[index] if index < len(reasons) else None
+        return reason is not None and getattr(reason, "code", None) == "ConditionalCheckFailed"
+    return any(getattr(r, "code", None) == "ConditionalCheckFailed" for r in reasons if r)

@@ -1,0 +1,218 @@
+"""Campaign registrations in DynamoDB, and the transaction that holds the overlap rule.
+
+Each (company, event_type) has a guard item holding every registration's date range and a
+version. A create reads the guard with a consistent read, checks the new range against it, and
+writes the registration and the guard's next version in one transaction conditioned on the
+version it read. Two concurrent creates cannot both win: the second one's condition fails, it
+re-reads, and now sees the first range. A GSI cannot serve this check: it is only eventually
+consistent.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from pynamodb.attributes import BinaryAttribute, BooleanAttribute, UnicodeAttribute
+from pynamodb.exceptions import DoesNotExist, TransactWriteError
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from chalicelib.domain.campaign import RegistrationInput, encode_range, find_conflict
+from chalicelib.domain.ids import new_id
+from chalicelib.domain.timeutil import fmt
+from chalicelib.storage import secrets
+from chalicelib.storage.base import cancelled_by_condition, make_meta, transaction
+from chalicelib.storage.guards import GuardModel, read_guard
+
+_MAX_ATTEMPTS = 200
+
+
+class ByCompanyEvent(GlobalSecondaryIndex["CampaignRegistrationModel"]):
+    """Delivery-time matching: registrations of one company for one event type."""
+
+    class Meta:
+        index_name = "by_company_event"
+        projection = AllProjection()
+
+    company_event = UnicodeAttribute(hash_key=True)
+    start_date = UnicodeAttribute(range_key=True)
+
+
+class CampaignRegistrationModel(Model):
+    Meta = make_meta("campaign_registrations")
+
+    company_id = UnicodeAttribute(hash_key=True)
+    callback_id = UnicodeAttribute(range_key=True)
+    company_event = UnicodeAttribute()
+    event_type = UnicodeAttribute()
+    campaign_id = UnicodeAttribute(null=True)
+    destination_url = UnicodeAttribute()
+    backup_url = UnicodeAttribute(null=True)
+    destination_method = UnicodeAttribute()
+    content_type = UnicodeAttribute()
+    start_date = UnicodeAttribute()
+    end_date = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+    deleted = BooleanAttribute(default=False)
+    secret_enc = BinaryAttribute(legacy_encoding=False)
+    previous_secret_enc = BinaryAttribute(null=True, legacy_encoding=False)
+    previous_secret_until = UnicodeAttribute(null=True)
+    disabled_reason = UnicodeAttribute(null=True)
+
+    by_company_event = ByCompanyEvent()
+
+
+class OverlapConflict(Exception):
+    def __init__(self, callback_id: str) -> None:
+        super().__init__(f"overlaps registration {callback_id}")
+        self.callback_id = callback_id
+
+
+class Contended(Exception):
+    """Too many concurrent writers on one guard; the caller may retry."""
+
+
+@dataclass(frozen=True)
+class Created:
+    registration: CampaignRegistrationModel
+    signing_secret: str
+
+
+def guard_key(company_id: str, event_type: str) -> str:
+    return f"campaign-range#{company_id}#{event_type}"
+
+
+def secret_context(company_id: str, callback_id: str) -> dict[str, str]:
+    return {"tenant": company_id, "owner": callback_id}
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))
+
+
+def create_registration(company_id: str, spec: RegistrationInput, now: datetime) -> Created:
+    callback_id = new_id()
+    start, end = fmt(spec.start), fmt(spec.end) if spec.end else None
+    signing_secret = secrets.new_signing_secret()
+    record = CampaignRegistrationModel(
+        company_id,
+        callback_id,
+        company_event=f"{company_id}#{spec.event_type}",
+        event_type=spec.event_type,
+        campaign_id=spec.campaign_id,
+        destination_url=spec.destination_url,
+        backup_url=spec.backup_url,
+        destination_method=spec.destination_method,
+        content_type=spec.content_type,
+        start_date=start,
+        end_date=end,
+        created_at=fmt(now),
+        updated_at=fmt(now),
+        deleted=False,
+        secret_enc=secrets.encrypt(signing_secret, secret_context(company_id, callback_id)),
+    )
+    key = guard_key(company_id, spec.event_type)
+    for attempt in range(_MAX_ATTEMPTS):
+        guard = read_guard(key)
+        ranges = dict(guard.ranges.as_dict()) if guard and guard.ranges else {}
+        conflict = find_conflict(ranges, start, end)
+        if conflict is not None:
+            raise OverlapConflict(conflict)
+        ranges[callback_id] = encode_range(start, end)
+        try:
+            _write_with_guard(key, guard, ranges, record, new=True)
+        except TransactWriteError as exc:
+            if cancelled_by_condition(exc):
+                _backoff(attempt)
+                continue
+            raise
+        return Created(record, signing_secret)
+    raise Contended(key)
+
+
+def _write_with_guard(
+    key: str,
+    guard: GuardModel | None,
+    ranges: dict[str, str],
+    record: CampaignRegistrationModel,
+    *,
+    new: bool,
+) -> None:
+    version = guard.version if guard else 0
+    condition = GuardModel.version == version if guard else GuardModel.key.does_not_exist()
+    with transaction() as tx:
+        tx.update(
+            GuardModel(key),
+            actions=[GuardModel.version.set(version + 1), GuardModel.ranges.set(ranges)],
+            condition=condition,
+        )
+        if new:
+            tx.save(record, condition=CampaignRegistrationModel.callback_id.does_not_exist())
+        else:
+            tx.update(
+                record,
+                actions=[
+                    CampaignRegistrationModel.start_date.set(record.start_date),
+                    CampaignRegistrationModel.end_date.set(record.end_date),
+                    CampaignRegistrationModel.updated_at.set(record.updated_at),
+                    CampaignRegistrationModel.deleted.set(True),
+                ],
+                condition=CampaignRegistrationModel.deleted == False,  # noqa: E712
+            )
+
+
+def get_registration(
+    company_id: str, callback_id: str, *, consistent: bool = False
+) -> CampaignRegistrationModel | None:
+    try:
+        return CampaignRegistrationModel.get(company_id, callback_id, consistent_read=consistent)
+    except DoesNotExist:
+        return None
+
+
+def end_registration(
+    company_id: str, callback_id: str, now: datetime
+) -> CampaignRegistrationModel | None:
+    """The seed's DELETE: the range ends now (a future start becomes now too); marks inactive.
+
+    Ending an already deleted registration changes nothing and returns it as it is.
+    """
+    now_s = fmt(now)
+    for attempt in range(_MAX_ATTEMPTS):
+        record = get_registration(company_id, callback_id, consistent=True)
+        if record is None or record.deleted:
+            return record
+        key = guard_key(company_id, record.event_type)
+        guard = read_guard(key)
+        record.start_date = min(record.start_date, now_s)
+        record.end_date = now_s if record.end_date is None else min(record.end_date, now_s)
+        record.updated_at = now_s
+        ranges = dict(guard.ranges.as_dict()) if guard and guard.ranges else {}
+        ranges[callback_id] = encode_range(record.start_date, record.end_date)
+        try:
+            _write_with_guard(key, guard, ranges, record, new=False)
+        except TransactWriteError as exc:
+            if cancelled_by_condition(exc):
+                _backoff(attempt)
+                continue
+            raise
+        record.deleted = True
+        return record
+    raise Contended(callback_id)
+
+
+def list_registrations(company_id: str) -> Iterator[CampaignRegistrationModel]:
+    """All of a company's registrations (a Query on its partition, never a Scan)."""
+    yield from CampaignRegistrationModel.query(company_id, consistent_read=True)
+
+
+def registrations_for_event(
+    company_id: str, event_type: str
+) -> Iterator[CampaignRegistrationModel]:
+    """Candidates for an event: one Query on the (company, event_type) index."""
+    yield from CampaignRegistrationModel.by_company_event.query(f"{company_id}#{event_type}")

@@ -1,0 +1,19 @@
+"""Every table the app uses, in one list: the local stack and tests create them from here,
+and the infra template is checked against it."""
+
+from __future__ import annotations
+
+from pynamodb.models import Model
+
+from chalicelib.storage.campaign import CampaignRegistrationModel
+from chalicelib.storage.guards import GuardModel
+from chalicelib.storage.tenants import ApiKeyModel, TenantModel
+
+ALL_MODELS: list[type[Model]] = [
+    TenantModel,
+    ApiKeyModel,
+    GuardModel,
+    CampaignRegistrationModel,
+]
+
+TTL_ATTRIBUTES: dict[str, str] = {GuardModel.Meta.table_name: "expires_at"}

@@ -1,0 +1,90 @@
+"""The embedded AWS for laptops and tests: moto's server on loopback, one request at a time.
+
+moto is not safe under concurrent requests (a conditional transaction raced by 50 threads can
+have two winners, and the server answers 500s while a dict changes under it). DynamoDB itself is,
+so we serialise moto's WSGI app behind a lock: every rule our code relies on then holds here
+exactly as it does on AWS. The lock is held until the whole response body is produced.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import requests
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import BaseWSGIServer, make_server
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def serialised(app: WsgiApp) -> WsgiApp:
+    lock = threading.Lock()
+
+    def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        with lock:
+            captured: list[Any] = []
+            chunks: list[bytes] = []
+
+            def capture(
+                status: str, headers: list[Any], exc_info: Any = None
+            ) -> Callable[[bytes], None]:
+                captured[:] = [status, headers, exc_info]
+                return chunks.append
+
+            result = app(environ, capture)
+            try:
+                chunks.extend(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        start_response(*captured)
+        return chunks
+
+    return wsgi
+
+
+class EmbeddedAws:
+    """A moto server on ``host:port`` (port 0 picks a free one) with serialised requests."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._host = host
+        self._port = port
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> str:
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server(
+            self._host,
+            self._port,
+            serialised(app),
+            threaded=True,
+            request_handler=MotoRequestHandler,
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="moto")
+        self._thread.start()
+        return self.url
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start() first"
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def reset(self) -> None:
+        """Forget every resource (tests start each case from empty tables)."""
+        requests.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
