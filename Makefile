@@ -27,7 +27,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy app.py chalicelib devstack
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -o addopts="-p no:cacheprovider" -q
 
 test: lint typecheck unit
 

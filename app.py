@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from chalice import Chalice
+from typing import Any
 
-from chalicelib.api import admin, campaign, health
+from chalice import Chalice, Rate
+from chalice.app import CloudWatchEvent, SQSEvent
+
+from chalicelib.api import admin, campaign, events, health
 from chalicelib.api.errors import error_middleware
+from chalicelib.delivery import engine
+from chalicelib.queues import delivery_queue
 
 app = Chalice(app_name="ringback")
 app.debug = False  # never a traceback in a response, whatever the stage
@@ -14,3 +19,21 @@ app.register_middleware(error_middleware, "http")
 app.register_blueprint(health.bp)
 app.register_blueprint(admin.bp)
 app.register_blueprint(campaign.bp)
+app.register_blueprint(events.bp)
+
+_QUEUE = delivery_queue()
+
+
+@app.on_sqs_message(queue=_QUEUE.name, batch_size=10, name="dispatcher")
+def dispatcher(event: SQSEvent) -> dict[str, Any]:
+    return engine.on_work_batch([record.to_dict() for record in event])
+
+
+@app.on_sqs_message(queue=_QUEUE.dlq_name, batch_size=10, name="dead_letters")
+def dead_letters(event: SQSEvent) -> None:
+    engine.on_dead_letters([record.to_dict() for record in event])
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="sweeper")
+def sweeper(event: CloudWatchEvent) -> dict[str, int]:
+    return engine.on_sweep(window=60.0)

@@ -42,8 +42,11 @@ def _prepare_environment() -> None:
 
 _prepare_environment()
 
+import logging  # noqa: E402
+
 from devstack.embedded_aws import EmbeddedAws  # noqa: E402
 
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
 _EMBEDDED = EmbeddedAws()
 os.environ["AWS_ENDPOINT_URL"] = _EMBEDDED.start()
 
@@ -101,3 +104,58 @@ def make_tenant(aws: EmbeddedAws) -> Callable[..., TenantKey]:
 @pytest.fixture
 def admin_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"}
+
+
+class Worker:
+    """Runs the dispatcher and sweeper the way the local stack does, until the work is done."""
+
+    def __init__(self) -> None:
+        import boto3
+
+        self.sqs = boto3.client("sqs")
+        self.work_url = os.environ["RINGBACK_DELIVERY_QUEUE_URL"]
+        self.dlq_url = os.environ["RINGBACK_DELIVERY_DLQ_URL"]
+
+    def poll(self) -> int:
+        from app import dispatcher
+        from devstack.loops import poll_once
+
+        return poll_once(self.work_url, dispatcher)
+
+    def sweep(self, window: float = 60.0) -> dict[str, int]:
+        from chalicelib.delivery import engine
+
+        return engine.on_sweep(window=window)
+
+    def outstanding(self) -> int:
+        attrs = self.sqs.get_queue_attributes(QueueUrl=self.work_url, AttributeNames=["All"])[
+            "Attributes"
+        ]
+        return sum(
+            int(attrs.get(name, 0))
+            for name in (
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            )
+        )
+
+    def run_until_idle(self, timeout: float = 20.0) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sweep()
+            if self.poll() == 0:
+                if self.outstanding() == 0:
+                    return
+                time.sleep(0.05)
+        raise AssertionError(f"work still outstanding after {timeout}s")
+
+
+@pytest.fixture
+def worker(aws: EmbeddedAws, monkeypatch: pytest.MonkeyPatch) -> Worker:
+    monkeypatch.setenv("RINGBACK_REPORT_BATCH_FAILURES", "true")
+    monkeypatch.setenv("RINGBACK_RETRY_SCHEDULE", "1,1,1,1,1")
+    monkeypatch.setenv("RINGBACK_HTTP_TIMEOUT", "2")
+    return Worker()

@@ -13,6 +13,7 @@ from chalice import Blueprint, Response
 from chalicelib.api.auth import Access, Denied, authenticate, authorize
 from chalicelib.api.common import BadBody, check_destination, json_object
 from chalicelib.api.errors import ApiError, json_error
+from chalicelib.delivery import ingest
 from chalicelib.domain.access import Need
 from chalicelib.domain.campaign import CampaignInvalid, is_active, is_listed, validate_create
 from chalicelib.domain.timeutil import fmt, utcnow
@@ -118,3 +119,66 @@ def delete_callback(company_id: str, callback_id: str) -> dict[str, Any]:
     if record is None:
         raise _not_found(callback_id)
     return registration_view(record)
+
+
+@bp.route(f"{BASE}/callbacks/{{callback_id}}/secret/rotate", methods=["POST"])
+def rotate_secret(company_id: str, callback_id: str) -> dict[str, Any]:
+    """A new signing secret, shown once; the previous one keeps signing for 24 hours."""
+    _access(company_id, Need.OWN)
+    now = utcnow()
+    fresh = store.rotate_secret(company_id, callback_id, now)
+    if fresh is None:
+        raise _not_found(callback_id)
+    record = store.get_registration(company_id, callback_id, consistent=True)
+    assert record is not None
+    return {
+        "callback_id": callback_id,
+        "signing_secret": fresh,
+        "previous_secret_valid_until": record.previous_secret_until,
+    }
+
+
+@bp.route(f"{BASE}/callbacks/{{callback_id}}/enable", methods=["POST"])
+def enable_callback(company_id: str, callback_id: str) -> dict[str, Any]:
+    """Deliver again to a registration that was disabled (its receiver answered 410 Gone)."""
+    _access(company_id, Need.WRITE)
+    if store.get_registration(company_id, callback_id) is None:
+        raise _not_found(callback_id)
+    store.enable(company_id, callback_id)
+    record = store.get_registration(company_id, callback_id, consistent=True)
+    assert record is not None
+    return registration_view(record)
+
+
+@bp.route(f"{BASE}/callback_events/test", methods=["POST"])
+def send_test_event(company_id: str) -> Response:
+    """Queue a test event (``callback_type: test``) to the active registrations of an event type."""
+    _access(company_id, Need.WRITE)
+    try:
+        body = json_object(bp.current_request)
+    except BadBody as exc:
+        raise json_error(400, "invalid", str(exc), field=None) from exc
+    event_type = body.get("event_type")
+    if not isinstance(event_type, str) or not event_type.strip():
+        raise json_error(400, "invalid", "event_type is required", field="event_type")
+    campaign_id = body.get("campaign_id")
+    if campaign_id is not None and not isinstance(campaign_id, str):
+        raise json_error(400, "invalid", "campaign_id must be a string", field="campaign_id")
+    payload = body.get("payload", {})
+    if not isinstance(payload, dict):
+        raise json_error(400, "invalid", "payload must be a JSON object", field="payload")
+    published = ingest.publish(
+        company_id, event_type, payload, campaign_id=campaign_id, test=True, families=["campaign"]
+    )
+    if published.deliveries == 0:
+        raise json_error(
+            404, "not_found", f"no active callback registration for event type {event_type}"
+        )
+    return Response(
+        body={
+            "event_id": published.event_id,
+            "event_type": event_type,
+            "deliveries": published.deliveries,
+        },
+        status_code=201,
+    )

@@ -216,3 +216,43 @@ def registrations_for_event(
 ) -> Iterator[CampaignRegistrationModel]:
     """Candidates for an event: one Query on the (company, event_type) index."""
     yield from CampaignRegistrationModel.by_company_event.query(f"{company_id}#{event_type}")
+
+
+def disable(company_id: str, callback_id: str, reason: str) -> None:
+    """Stop delivering to a registration (its receiver said 410 Gone); visible in the API."""
+    CampaignRegistrationModel(company_id, callback_id).update(
+        actions=[CampaignRegistrationModel.disabled_reason.set(reason)],
+        condition=CampaignRegistrationModel.callback_id.exists(),
+    )
+
+
+def enable(company_id: str, callback_id: str) -> None:
+    CampaignRegistrationModel(company_id, callback_id).update(
+        actions=[CampaignRegistrationModel.disabled_reason.remove()],
+        condition=CampaignRegistrationModel.callback_id.exists(),
+    )
+
+
+def rotate_secret(
+    company_id: str, callback_id: str, now: datetime, overlap_seconds: int = 24 * 3600
+) -> str | None:
+    """A new signing secret; the old one keeps signing for ``overlap_seconds``."""
+    from datetime import timedelta
+
+    record = get_registration(company_id, callback_id, consistent=True)
+    if record is None:
+        return None
+    fresh = secrets.new_signing_secret()
+    record.update(
+        actions=[
+            CampaignRegistrationModel.previous_secret_enc.set(record.secret_enc),
+            CampaignRegistrationModel.previous_secret_until.set(
+                fmt(now + timedelta(seconds=overlap_seconds))
+            ),
+            CampaignRegistrationModel.secret_enc.set(
+                secrets.encrypt(fresh, secret_context(company_id, callback_id))
+            ),
+        ],
+        condition=CampaignRegistrationModel.secret_enc == record.secret_enc,
+    )
+    return fresh

@@ -1,11 +1,13 @@
 """Every table the app uses, in one list: the local stack and tests create them from here,
-and the infra template is checked against it."""
+and the infra template is generated from it."""
 
 from __future__ import annotations
 
 from pynamodb.models import Model
 
 from chalicelib.storage.campaign import CampaignRegistrationModel
+from chalicelib.storage.deliveries import DeliveryModel, EventModel
+from chalicelib.storage.due import DueItemModel
 from chalicelib.storage.guards import GuardModel
 from chalicelib.storage.tenants import ApiKeyModel, TenantModel
 
@@ -14,6 +16,9 @@ ALL_MODELS: list[type[Model]] = [
     ApiKeyModel,
     GuardModel,
     CampaignRegistrationModel,
+    EventModel,
+    DeliveryModel,
+    DueItemModel,
 ]
 
 TTL_ATTRIBUTES: dict[str, str] = {GuardModel.Meta.table_name: "expires_at"}

@@ -1,0 +1,265 @@
+"""Publishing events and following their deliveries: the delivery engine's API.
+
+``POST /events`` fans an event out to every matching target of every family; ``GET /events/{id}``
+and ``GET /deliveries/{id}`` show where it went and every attempt; failed deliveries are listed
+and replayed one by one or by time range.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chalice import Blueprint, Response
+
+from chalicelib.api.auth import Access, Denied, authenticate, authorize
+from chalicelib.api.common import BadBody, json_object
+from chalicelib.api.errors import ApiError, json_error
+from chalicelib.delivery import ingest, registry
+from chalicelib.domain.access import Need, Principal, Role
+from chalicelib.domain.retry import Status
+from chalicelib.domain.timeutil import BadTimestamp, fmt, parse_zoned
+from chalicelib.storage import deliveries
+from chalicelib.storage.deliveries import DeliveryModel
+
+bp = Blueprint(__name__)
+
+SELECTIONS = ("SIP", "MVNO")
+MAX_PAYLOAD_BYTES = 64 * 1024
+REPLAY_LIMIT = 1000
+_DENIED = {
+    401: ("unauthorized", "a valid API key is required"),
+    403: ("forbidden", "this key may not do that for this tenant"),
+    404: ("not_found", "tenant not found"),
+}
+
+
+def _principal() -> Principal:
+    try:
+        return authenticate(bp.current_request)
+    except Denied as exc:
+        raise json_error(exc.status, *_DENIED[exc.status]) from exc
+
+
+def _authorize(principal: Principal, tenant_id: str, need: Need) -> Access:
+    try:
+        return authorize(principal, tenant_id, need)
+    except Denied as exc:
+        raise json_error(exc.status, *_DENIED[exc.status]) from exc
+
+
+def _body() -> dict[str, Any]:
+    try:
+        return json_object(bp.current_request)
+    except BadBody as exc:
+        raise json_error(400, "invalid", str(exc), field=None) from exc
+
+
+def _invalid(field: str, message: str) -> ApiError:
+    return json_error(400, "invalid", message, field=field)
+
+
+def _tenant_for(principal: Principal, body: dict[str, Any], need: Need) -> str:
+    """The caller's own tenant, or (ADMIN/RESELLER) the ``tenant_id`` named in the body."""
+    tenant_id = body.get("tenant_id")
+    if tenant_id is None:
+        if principal.role is Role.ADMIN:
+            raise _invalid("tenant_id", "an admin key must name tenant_id")
+        tenant_id = principal.tenant_id
+    if not isinstance(tenant_id, str):
+        raise _invalid("tenant_id", "tenant_id must be a string")
+    _authorize(principal, tenant_id, need)
+    return tenant_id
+
+
+@bp.route("/events", methods=["POST"])
+def publish_event() -> Response:
+    principal = _principal()
+    body = _body()
+    tenant_id = _tenant_for(principal, body, Need.WRITE)
+    event_type = body.get("event_type")
+    if not isinstance(event_type, str) or not event_type.strip() or len(event_type) > 128:
+        raise _invalid("event_type", "event_type must be a non-empty string (max 128)")
+    campaign_id = body.get("campaign_id")
+    if campaign_id is not None and not isinstance(campaign_id, str):
+        raise _invalid("campaign_id", "campaign_id must be a string")
+    selection = body.get("selection")
+    if selection is not None and selection not in SELECTIONS:
+        raise _invalid("selection", "selection must be SIP or MVNO")
+    payload = body.get("payload", {})
+    if not isinstance(payload, dict):
+        raise _invalid("payload", "payload must be a JSON object")
+    if len(json.dumps(payload)) > MAX_PAYLOAD_BYTES:
+        raise _invalid("payload", f"payload is larger than {MAX_PAYLOAD_BYTES} bytes")
+    try:
+        registry.validate_event(event_type, selection, payload)
+    except ValueError as exc:
+        field, _, why = str(exc).partition(": ")
+        raise _invalid(f"payload.{field}" if why else "payload", str(exc)) from exc
+    key = bp.current_request.headers.get("idempotency-key")
+    if key is not None and (not key.strip() or len(key) > 255):
+        raise _invalid("Idempotency-Key", "Idempotency-Key must be 1-255 characters")
+    published = ingest.publish(
+        tenant_id,
+        event_type,
+        payload,
+        campaign_id=campaign_id,
+        selection=selection,
+        idempotency_key=key,
+    )
+    headers: dict[str, str | list[str]] = (
+        {"Idempotent-Replayed": "true"} if published.repeated else {}
+    )
+    return Response(
+        body={"event_id": published.event_id, "deliveries": published.deliveries},
+        status_code=202,
+        headers=headers,
+    )
+
+
+def _visible_event(principal: Principal, event_id: str) -> deliveries.EventModel:
+    event = deliveries.get_event(event_id) if len(event_id) <= 64 else None
+    if event is None:
+        raise json_error(404, "not_found", f"event {event_id} not found")
+    _authorize(principal, event.tenant_id, Need.READ)
+    return event
+
+
+@bp.route("/events/{event_id}", methods=["GET"])
+def get_event(event_id: str) -> dict[str, Any]:
+    event = _visible_event(_principal(), event_id)
+    found = deliveries.get_many(event.delivery_ids or [])
+    return {
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "received_at": event.received_at,
+        "deliveries": [
+            {
+                "delivery_id": delivery_id,
+                "target": found[delivery_id].target,
+                "status": found[delivery_id].status,
+            }
+            for delivery_id in event.delivery_ids or []
+            if delivery_id in found
+        ],
+    }
+
+
+def attempt_view(attempt: Any) -> dict[str, Any]:
+    view: dict[str, Any] = {"at": attempt.at, "url": attempt.url}
+    if attempt.status_code is not None:
+        view["status_code"] = int(attempt.status_code)
+    if attempt.error:
+        view["error"] = attempt.error
+    view["duration_ms"] = int(attempt.duration_ms)
+    return view
+
+
+def delivery_view(record: DeliveryModel) -> dict[str, Any]:
+    return {
+        "delivery_id": record.delivery_id,
+        "event_id": record.event_id,
+        "family": record.family,
+        "status": record.status,
+        "target": record.target,
+        "attempts": [attempt_view(a) for a in record.attempts or []],
+        "next_attempt_at": record.next_attempt_at,
+        "failure_reason": record.failure_reason,
+        "replay_of": record.replay_of,
+        "replayed_by": record.replayed_by,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    }
+
+
+def _visible_delivery(principal: Principal, delivery_id: str, need: Need) -> DeliveryModel:
+    record = deliveries.get(delivery_id) if len(delivery_id) <= 64 else None
+    if record is None:
+        raise json_error(404, "not_found", f"delivery {delivery_id} not found")
+    _authorize(principal, record.tenant_id, need)
+    return record
+
+
+@bp.route("/deliveries/{delivery_id}", methods=["GET"])
+def get_delivery(delivery_id: str) -> dict[str, Any]:
+    return delivery_view(_visible_delivery(_principal(), delivery_id, Need.READ))
+
+
+REPLAYABLE = (Status.FAILED.value, Status.SKIPPED.value)
+
+
+@bp.route("/deliveries/{delivery_id}/replay", methods=["POST"])
+def replay_delivery(delivery_id: str) -> Response:
+    record = _visible_delivery(_principal(), delivery_id, Need.WRITE)
+    if record.status not in REPLAYABLE:
+        raise json_error(
+            409,
+            "not_replayable",
+            f"delivery {delivery_id} is {record.status}; only failed or skipped ones replay",
+        )
+    if record.replayed_by:
+        replay = deliveries.get(record.replayed_by)
+        if replay is not None and (int(replay.attempt_count) > 0 or replay.status != "pending"):
+            raise json_error(
+                409,
+                "already_replayed",
+                f"delivery {delivery_id} was replayed as {record.replayed_by}; replay that one",
+                replayed_by=record.replayed_by,
+            )
+    fresh = ingest.replay(record)
+    return Response(body={"delivery_id": fresh, "replay_of": delivery_id}, status_code=202)
+
+
+def _range(body_or_query: dict[str, Any]) -> tuple[Status, str | None, str | None]:
+    status_name = body_or_query.get("status", Status.FAILED.value)
+    if status_name not in [s.value for s in Status]:
+        raise _invalid("status", "status must be one of " + ", ".join(s.value for s in Status))
+    bounds: list[str | None] = []
+    for field in ("since", "until"):
+        value = body_or_query.get(field)
+        if value is None:
+            bounds.append(None)
+            continue
+        try:
+            bounds.append(fmt(parse_zoned(value)))
+        except BadTimestamp as exc:
+            raise _invalid(field, f"{field} must be ISO 8601 with a zone") from exc
+    return Status(status_name), bounds[0], bounds[1]
+
+
+@bp.route("/deliveries", methods=["GET"])
+def list_deliveries() -> dict[str, Any]:
+    principal = _principal()
+    query = dict(bp.current_request.query_params or {})
+    tenant_id = _tenant_for(principal, query, Need.READ)
+    status, since, until = _range(query)
+    found = []
+    for record in deliveries.in_status(tenant_id, status, since, until):
+        found.append(delivery_view(record))
+        if len(found) >= REPLAY_LIMIT:
+            break
+    return {"deliveries": found, "truncated": len(found) >= REPLAY_LIMIT}
+
+
+@bp.route("/deliveries/replay", methods=["POST"])
+def replay_range() -> Response:
+    principal = _principal()
+    body = _body()
+    tenant_id = _tenant_for(principal, body, Need.WRITE)
+    status, since, until = _range(body)
+    if status.value not in REPLAYABLE:
+        raise _invalid("status", "only failed or skipped deliveries can be replayed")
+    replayed = []
+    for record in deliveries.in_status(tenant_id, status, since, until):
+        if not record.replayed_by:
+            replayed.append({"delivery_id": ingest.replay(record), "replay_of": record.delivery_id})
+        if len(replayed) >= REPLAY_LIMIT:
+            break
+    return Response(
+        body={
+            "replayed": len(replayed),
+            "deliveries": replayed,
+            "truncated": len(replayed) >= REPLAY_LIMIT,
+        },
+        status_code=202,
+    )

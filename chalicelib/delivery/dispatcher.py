@@ -1,0 +1,174 @@
+"""One delivery attempt, from a ``deliver`` work message to the next step.
+
+The message says which attempt it carries. Whatever SQS does (redeliver, duplicate, reorder),
+the record decides: an attempt already recorded is not sent again, a final delivery is left
+alone, and only the holder of the lease may record. If the worker dies after recording a failed
+attempt but before scheduling the next one, the redelivered message finds the attempt recorded
+and schedules the next one: nothing stalls, nothing is sent twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from chalicelib import settings
+from chalicelib.delivery import queue, registry, senders
+from chalicelib.delivery.registry import HttpOutbound, Skip, StreamOutbound
+from chalicelib.domain.retry import FINAL, AttemptResult, Decision, Status, decide, use_backup
+from chalicelib.domain.timeutil import fmt, utcnow
+from chalicelib.storage import deliveries
+from chalicelib.storage.deliveries import DeliveryModel
+
+log = logging.getLogger("ringback.dispatcher")
+
+LEASE_MARGIN = 30.0
+
+
+def deliver_message(delivery_id: str, attempt_no: int) -> dict[str, Any]:
+    return {"kind": "deliver", "delivery_id": delivery_id, "attempt": attempt_no}
+
+
+def handle_deliver(message: dict[str, Any]) -> None:
+    delivery_id = str(message["delivery_id"])
+    attempt_no = int(message["attempt"])
+    record = deliveries.get(delivery_id)
+    if record is None:
+        log.warning("delivery %s does not exist; dropping message", delivery_id)
+        return
+    if record.state in FINAL:
+        return
+    recorded = int(record.attempt_count)
+    if recorded >= attempt_no:
+        if record.state is Status.RETRYING and recorded == attempt_no:
+            _schedule_next(record, recorded + 1, record.next_attempt_at)
+        return
+    if recorded != attempt_no - 1:
+        log.warning(
+            "delivery %s: message for attempt %s, %s recorded", delivery_id, attempt_no, recorded
+        )
+        return
+    timeout = settings.http_timeout()
+    token = deliveries.claim(record, attempt_no, timeout + LEASE_MARGIN)
+    if token is None:
+        _lost_claim(delivery_id, attempt_no)
+        return
+    try:
+        _attempt(record, token, attempt_no, timeout)
+    except Exception:
+        deliveries.release(record, token)
+        raise
+
+
+class LeaseHeld(Exception):
+    """Another worker holds this attempt's lease. The message must come back later: if that
+    worker died, nobody else would ever send the attempt."""
+
+
+def _lost_claim(delivery_id: str, attempt_no: int) -> None:
+    current = deliveries.get(delivery_id)
+    if current is None or current.state in FINAL or int(current.attempt_count) >= attempt_no:
+        return  # someone else did it: this message was a duplicate
+    raise LeaseHeld(f"delivery {delivery_id} attempt {attempt_no} is leased by another worker")
+
+
+def _attempt(record: DeliveryModel, token: str, attempt_no: int, timeout: float) -> None:
+    fam = registry.family(record.family)
+    outbound = fam.prepare(record, attempt_no, use_backup(attempt_no))
+    if isinstance(outbound, Skip):
+        deliveries.finish_without_attempt(record, Status.SKIPPED, outbound.reason, fmt(utcnow()))
+        return
+    url, result = _send(outbound, record, timeout)
+    decision = decide(result, attempt_no, settings.retry_schedule())
+    _record(record, token, attempt_no, url, result, decision)
+    if decision.target_gone:
+        fam.target_gone(record, decision.reason or "gone")
+
+
+def _send(
+    outbound: HttpOutbound | StreamOutbound, record: DeliveryModel, timeout: float
+) -> tuple[str, AttemptResult]:
+    allow_private = settings.allow_private_targets()
+    if isinstance(outbound, HttpOutbound):
+        result = senders.send_http(
+            outbound, message_id=record.delivery_id, timeout=timeout, allow_private=allow_private
+        )
+        return outbound.url, result
+    result = senders.send_stream(outbound, timeout=timeout, allow_private=allow_private)
+    return f"{outbound.protocol}://{outbound.host}:{outbound.port}", result
+
+
+def _record(
+    record: DeliveryModel,
+    token: str,
+    attempt_no: int,
+    url: str,
+    result: AttemptResult,
+    decision: Decision,
+) -> None:
+    now = utcnow()
+    next_at = None
+    if decision.status is Status.RETRYING and decision.delay_seconds is not None:
+        next_at = fmt(now + timedelta(seconds=decision.delay_seconds))
+    attempt = {
+        "at": fmt(now),
+        "url": url,
+        "status_code": result.status_code,
+        "error": result.error,
+        "duration_ms": result.duration_ms,
+    }
+    held = deliveries.record_attempt(
+        record,
+        token=token,
+        attempt_no=attempt_no,
+        attempt=attempt,
+        status=decision.status,
+        now=fmt(now),
+        next_attempt_at=next_at,
+        failure_reason=decision.reason,
+    )
+    if not held:
+        log.error(
+            "delivery %s: lease lost before recording attempt %s", record.delivery_id, attempt_no
+        )
+        return
+    if decision.status is Status.RETRYING and decision.delay_seconds is not None:
+        due_at = time.time() + decision.delay_seconds
+        queue.send_at(
+            deliver_message(record.delivery_id, attempt_no + 1),
+            due_at,
+            f"{record.delivery_id}.{attempt_no + 1}",
+        )
+
+
+def _schedule_next(record: DeliveryModel, attempt_no: int, next_at: str | None) -> None:
+    """Recovery path: the previous attempt is recorded; make sure the next one is on its way."""
+    due_at = time.time()
+    if next_at:
+        due_at = max(
+            due_at, datetime.strptime(next_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+        )
+    queue.send_at(
+        deliver_message(record.delivery_id, attempt_no),
+        due_at,
+        f"{record.delivery_id}.{attempt_no}",
+    )
+
+
+def handle_dead_letter(message: dict[str, Any]) -> None:
+    """SQS gave up on a message (the worker failed on it every time): the delivery is failed,
+    visible in the API and replayable."""
+    record = deliveries.get(str(message["delivery_id"]))
+    if record is None or record.state in FINAL:
+        return
+    deliveries.finish_without_attempt(
+        record,
+        Status.FAILED,
+        f"dead-lettered: the worker could not process attempt {message.get('attempt')}",
+        fmt(utcnow()),
+    )
+
+
+registry.register_kind("deliver", handle_deliver, handle_dead_letter)

@@ -1,0 +1,71 @@
+"""Putting work on the delivery queue, now or later.
+
+Work due within SQS's 15-minute delay limit goes straight to SQS with ``DelaySeconds``; later work
+waits in the due-items table for the sweeper. The delay is rounded down and the message carries
+``due_at``, so the worker can wait the last fraction of a second itself: fire times are kept to
+the poll interval, not to whole seconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import boto3
+
+from chalicelib import settings
+from chalicelib.storage import due
+
+SQS_MAX_DELAY = 900
+SQS_BATCH = 10
+
+
+@functools.cache
+def _sqs() -> Any:
+    return boto3.client("sqs", region_name=settings.region())
+
+
+def reset_clients() -> None:
+    _sqs.cache_clear()
+
+
+class Counters:
+    """Calls made, for the benchmarks (fan-out must batch its sends)."""
+
+    send_calls = 0
+
+
+def _encode(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"), sort_keys=True)
+
+
+def send_now(messages: Sequence[dict[str, Any]], delay_seconds: int = 0) -> None:
+    """SendMessageBatch in tens; raises if any entry failed (the caller's retry covers it)."""
+    queue_url = settings.delivery_queue_url()
+    for start in range(0, len(messages), SQS_BATCH):
+        chunk = messages[start : start + SQS_BATCH]
+        entries = [
+            {"Id": str(i), "MessageBody": _encode(m), "DelaySeconds": delay_seconds}
+            for i, m in enumerate(chunk)
+        ]
+        Counters.send_calls += 1
+        response = _sqs().send_message_batch(QueueUrl=queue_url, Entries=entries)
+        if response.get("Failed"):
+            raise RuntimeError(
+                f"SQS refused {len(response['Failed'])} messages: {response['Failed']}"
+            )
+
+
+def send_at(message: dict[str, Any], due_at: float, item_id: str, now: float | None = None) -> None:
+    """Deliver ``message`` to the worker at ``due_at`` (epoch seconds)."""
+    now = time.time() if now is None else now
+    message = {**message, "due_at": due_at}
+    wait = due_at - now
+    if wait <= SQS_MAX_DELAY:
+        send_now([message], delay_seconds=max(0, min(SQS_MAX_DELAY, math.floor(wait))))
+    else:
+        due.put(item_id, due_at, _encode(message))

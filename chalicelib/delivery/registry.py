@@ -1,0 +1,139 @@
+"""How API families plug into the delivery engine.
+
+A family (campaign registrations, notification callbacks, callnotify, scheduled callbacks) tells
+the engine two things: which of its targets an event reaches (``match``, a Query, never a Scan)
+and what one attempt of a delivery sends (``prepare``). The engine owns everything else: delivery
+records, leases, retries, backup URLs, signatures, the attempts log and dead letters.
+
+Work messages on the queue have a ``kind``; ``deliver`` is the engine's own, and families may add
+more (the scheduler's ``fire``), each with a handler for dead-lettered messages of that kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from chalicelib.storage.deliveries import DeliveryModel
+
+
+@dataclass(frozen=True)
+class PublishedEvent:
+    event_id: str
+    tenant_id: str
+    event_type: str
+    received_at: str
+    payload: dict[str, Any]
+    campaign_id: str | None = None
+    selection: str | None = None
+    test: bool = False
+
+    def as_content(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "received_at": self.received_at,
+            "campaign_id": self.campaign_id,
+            "selection": self.selection,
+            "payload": self.payload,
+            "test": self.test,
+        }
+
+
+@dataclass(frozen=True)
+class Target:
+    """One receiver an event reaches. ``content`` is merged into the delivery's stored content."""
+
+    family: str
+    target_id: str
+    target: str
+    content: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HttpOutbound:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+    params: list[tuple[str, str]] | None = None
+    signing_secrets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StreamOutbound:
+    protocol: str  # "tcp" | "udp"
+    host: str
+    port: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Nothing to send (the target was deleted or disabled): the delivery ends ``skipped``."""
+
+    reason: str
+
+
+Outbound = HttpOutbound | StreamOutbound | Skip
+
+
+class Family(Protocol):
+    name: str
+
+    def match(self, event: PublishedEvent) -> Sequence[Target]: ...
+
+    def prepare(self, delivery: DeliveryModel, attempt_no: int, use_backup: bool) -> Outbound: ...
+
+    def target_gone(self, delivery: DeliveryModel, reason: str) -> None: ...
+
+
+_families: dict[str, Family] = {}
+
+WorkHandler = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Kind:
+    handle: WorkHandler
+    dead_letter: WorkHandler
+
+
+_kinds: dict[str, Kind] = {}
+
+
+def register_family(family: Family) -> None:
+    _families[family.name] = family
+
+
+def family(name: str) -> Family:
+    return _families[name]
+
+
+def families() -> list[Family]:
+    return list(_families.values())
+
+
+EventValidator = Callable[[str, str | None, dict[str, Any]], None]
+"""(event_type, selection, payload): raises ValueError("<field>: <why>") for an event its family
+cannot deliver, so the publisher gets a 400 instead of a dead letter."""
+
+_validators: list[EventValidator] = []
+
+
+def register_event_validator(validator: EventValidator) -> None:
+    _validators.append(validator)
+
+
+def validate_event(event_type: str, selection: str | None, payload: dict[str, Any]) -> None:
+    for validator in _validators:
+        validator(event_type, selection, payload)
+
+
+def register_kind(name: str, handle: WorkHandler, dead_letter: WorkHandler) -> None:
+    _kinds[name] = Kind(handle, dead_letter)
+
+
+def kind(name: str) -> Kind:
+    return _kinds[name]

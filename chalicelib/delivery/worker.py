@@ -1,0 +1,80 @@
+"""The SQS-triggered dispatcher: a batch of work messages, processed in parallel.
+
+A slow receiver must not hold up the rest of its batch, so each record runs on its own thread
+(sends are I/O). A record whose processing raised is reported as failed so SQS delivers it again;
+handlers are idempotent, so redelivering a record that had partly run is safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from chalicelib.delivery import queue, registry
+
+log = logging.getLogger("ringback.worker")
+
+EARLY_WAIT_LIMIT = 2.0
+
+
+def _message(record: dict[str, Any]) -> dict[str, Any]:
+    body = record.get("body")
+    message = json.loads(body) if isinstance(body, str) else body
+    if not isinstance(message, dict) or "kind" not in message:
+        raise ValueError("not a work message")
+    return message
+
+
+def process(message: dict[str, Any]) -> None:
+    """Run one work message, waiting out the sub-second remainder of its due time."""
+    due_at = message.get("due_at")
+    if isinstance(due_at, int | float):
+        early = float(due_at) - time.time()
+        if early > EARLY_WAIT_LIMIT:
+            # SQS delays in whole seconds and the sweeper hands over a minute ahead; anything
+            # earlier than that goes back to wait.
+            key = hashlib.sha256(json.dumps(message, sort_keys=True).encode()).hexdigest()[:24]
+            queue.send_at(message, float(due_at), f"early.{key}")
+            return
+        if early > 0:
+            time.sleep(early)
+    registry.kind(str(message["kind"])).handle(message)
+
+
+def _run(record: dict[str, Any]) -> str | None:
+    message_id = str(record.get("messageId", ""))
+    try:
+        process(_message(record))
+    except Exception:
+        log.exception("work message %s failed; SQS will deliver it again", message_id)
+        return message_id
+    return None
+
+
+def handle_batch(records: list[dict[str, Any]]) -> list[str]:
+    """Process a batch; returns the message ids that failed."""
+    if not records:
+        return []
+    if len(records) == 1:
+        failed = _run(records[0])
+        return [failed] if failed is not None else []
+    with ThreadPoolExecutor(max_workers=len(records), thread_name_prefix="send") as pool:
+        results = list(pool.map(_run, records))
+    return [message_id for message_id in results if message_id is not None]
+
+
+def handle_dead_letters(records: list[dict[str, Any]]) -> None:
+    """Messages SQS gave up on: let their kind record the failure where users can see it."""
+    for record in records:
+        try:
+            message = _message(record)
+        except ValueError:
+            log.error(
+                "unreadable dead letter %s dropped: %r", record.get("messageId"), record.get("body")
+            )
+            continue
+        registry.kind(str(message["kind"])).dead_letter(message)
