@@ -39,6 +39,7 @@ def handle_deliver(message: dict[str, Any]) -> None:
         log.warning("delivery %s does not exist; dropping message", delivery_id)
         return
     if record.state in FINAL:
+        _notify_final(record)  # again, in case the worker died right after finishing it
         return
     recorded = int(record.attempt_count)
     if recorded >= attempt_no:
@@ -78,13 +79,26 @@ def _attempt(record: DeliveryModel, token: str, attempt_no: int, timeout: float)
     fam = registry.family(record.family)
     outbound = fam.prepare(record, attempt_no, use_backup(attempt_no))
     if isinstance(outbound, Skip):
-        deliveries.finish_without_attempt(record, Status.SKIPPED, outbound.reason, fmt(utcnow()))
+        if deliveries.finish_without_attempt(
+            record, Status.SKIPPED, outbound.reason, fmt(utcnow())
+        ):
+            record.status = Status.SKIPPED.value
+            _notify_final(record)
         return
     url, result = _send(outbound, record, timeout)
     decision = decide(result, attempt_no, settings.retry_schedule())
     _record(record, token, attempt_no, url, result, decision)
     if decision.target_gone:
         fam.target_gone(record, decision.reason or "gone")
+    if decision.status in FINAL:
+        record.status = decision.status.value
+        _notify_final(record)
+
+
+def _notify_final(record: DeliveryModel) -> None:
+    hook = getattr(registry.family(record.family), "on_final", None)
+    if hook is not None:
+        hook(record)
 
 
 def _send(
@@ -163,12 +177,14 @@ def handle_dead_letter(message: dict[str, Any]) -> None:
     record = deliveries.get(str(message["delivery_id"]))
     if record is None or record.state in FINAL:
         return
-    deliveries.finish_without_attempt(
+    if deliveries.finish_without_attempt(
         record,
         Status.FAILED,
         f"dead-lettered: the worker could not process attempt {message.get('attempt')}",
         fmt(utcnow()),
-    )
+    ):
+        record.status = Status.FAILED.value
+        _notify_final(record)
 
 
 registry.register_kind("deliver", handle_deliver, handle_dead_letter)

@@ -105,6 +105,11 @@ def publish(
     else:
         for rec in records:
             deliveries.write_if_absent(rec)
+    buffered = sum(
+        fam.buffer(event)
+        for fam in registry.families()
+        if (wanted is None or fam.name in wanted) and isinstance(fam, registry.BufferingFamily)
+    )
     record = EventModel(
         event_id,
         tenant_id=tenant_id,
@@ -120,7 +125,7 @@ def publish(
     record.save()
     queue.send_now([deliver_message(rec.delivery_id, 1) for rec in records])
     record.update(actions=[EventModel.fanned_out.set(True)])
-    return Published(event_id, len(records))
+    return Published(event_id, len(records) + buffered)
 
 
 def _new_deliveries(event: PublishedEvent, targets: Sequence[Target]) -> list[NewDelivery]:
@@ -154,6 +159,44 @@ def _resume(existing: EventModel) -> Published:
         )
         existing.update(actions=[EventModel.fanned_out.set(True)])
     return Published(existing.event_id, len(ids), repeated=True)
+
+
+def deliver_direct(
+    *,
+    delivery_id: str,
+    tenant_id: str,
+    event_id: str,
+    target: Target,
+    content: dict[str, Any],
+    due_at: float | None = None,
+) -> bool:
+    """Create one delivery outside an event fan-out (a scheduled firing, a notification batch)
+    and queue its first attempt, now or at ``due_at``.
+
+    Idempotent on ``delivery_id``: derive it from what the delivery is (callback id and firing
+    number, the batch's items) and a repeat finds the delivery and only makes sure it is queued.
+    Returns True when this call created it.
+    """
+    created = deliveries.write_if_absent(
+        deliveries.build(
+            NewDelivery(
+                delivery_id=delivery_id,
+                tenant_id=tenant_id,
+                event_id=event_id,
+                family=target.family,
+                target_id=target.target_id,
+                target=target.target,
+                content={**content, **target.content},
+            ),
+            fmt(utcnow()),
+        )
+    )
+    message = deliver_message(delivery_id, 1)
+    if due_at is None:
+        queue.send_now([message])
+    else:
+        queue.send_at(message, due_at, f"{delivery_id}.1")
+    return created
 
 
 def replay_id_for(delivery_id: str) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from chalicelib.storage.deliveries import DeliveryModel
 
@@ -87,6 +87,22 @@ class Family(Protocol):
     def prepare(self, delivery: DeliveryModel, attempt_no: int, use_backup: bool) -> Outbound: ...
 
     def target_gone(self, delivery: DeliveryModel, reason: str) -> None: ...
+
+
+@runtime_checkable
+class BufferingFamily(Family, Protocol):
+    """A family that batches: events are buffered durably (``buffer`` returns how many targets
+    took the event) and the family creates batch deliveries itself, later."""
+
+    def buffer(self, event: PublishedEvent) -> int: ...
+
+
+class FinalAware(Protocol):
+    """A family that wants to know when one of its deliveries reached a final status (the
+    scheduler chains ``immediate`` repeats on it). Called at least once per final delivery, so it
+    must be idempotent."""
+
+    def on_final(self, delivery: DeliveryModel) -> None: ...
 
 
 _families: dict[str, Family] = {}
