@@ -7,6 +7,7 @@ Lambda runtime, the local stack and the test harness all do that.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -34,7 +35,10 @@ def make_meta(short_name: str) -> Any:
     return Meta
 
 
+@functools.cache
 def connection() -> Connection:
+    """One connection per process: creating a botocore client costs ~50 ms, and clients are
+    thread-safe."""
     return Connection(region=settings.region(), host=endpoint())
 
 
