@@ -8,6 +8,7 @@ exactly as it does on AWS. The lock is held until the whole response body is pro
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -60,6 +61,7 @@ class EmbeddedAws:
         self._thread: threading.Thread | None = None
 
     def start(self) -> str:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per AWS call is noise
         app = DomainDispatcherApplication(create_backend_app)
         self._server = make_server(
             self._host,

@@ -5,9 +5,17 @@ from __future__ import annotations
 import threading
 
 from chalice.config import Config
-from chalice.local import LocalDevServer, create_local_server
+from chalice.local import CustomLocalChalice, LocalChalice, LocalDevServer, ThreadedHTTPServer
 
 from devstack.stage import stage_environment
+
+
+class _Server(ThreadedHTTPServer):
+    """``chalice local``'s server with a listen backlog for bursts (its default is 5, so 50
+    concurrent clients see connection resets) and threads that never block shutdown."""
+
+    request_queue_size = 256
+    daemon_threads = True
 
 
 class ApiServer:
@@ -25,8 +33,10 @@ class ApiServer:
             app_name="ringback",
             environment_variables=stage_environment("local"),
         )
-        self._server = create_local_server(app, config, self._host, self._port)
-        self._server.server.daemon_threads = True
+        # What chalice.local.create_local_server does, with our server class.
+        CustomLocalChalice.__bases__ = (LocalChalice, app.__class__)
+        app.__class__ = CustomLocalChalice
+        self._server = LocalDevServer(app, config, self._host, self._port, server_cls=_Server)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="api")
         self._thread.start()
 

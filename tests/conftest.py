@@ -159,3 +159,84 @@ def worker(aws: EmbeddedAws, monkeypatch: pytest.MonkeyPatch) -> Worker:
     monkeypatch.setenv("RINGBACK_RETRY_SCHEDULE", "1,1,1,1,1")
     monkeypatch.setenv("RINGBACK_HTTP_TIMEOUT", "2")
     return Worker()
+
+
+@dataclass
+class LocalStack:
+    base_url: str
+    admin_key: str
+
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_key}", "Content-Type": "application/json"}
+
+    def tenant_key(self, role: str = "OWNER") -> TenantKey:
+        import requests
+
+        tenant = requests.post(
+            f"{self.base_url}/admin/tenants",
+            headers=self.admin(),
+            json={"name": "stack"},
+            timeout=10,
+        ).json()["tenant_id"]
+        key = requests.post(
+            f"{self.base_url}/admin/tenants/{tenant}/keys",
+            headers=self.admin(),
+            json={"role": role},
+            timeout=10,
+        ).json()["key"]
+        return TenantKey(tenant, key, role)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[LocalStack]:
+    """``make run`` as a user starts it: a separate process with its own embedded AWS."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RINGBACK_"))}
+    env["RINGBACK_ADMIN_KEY"] = "rbk_stack-admin"
+    env["PYTHONUNBUFFERED"] = "1"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devstack.run", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{base_url}/health", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"local stack exited: {process.stdout.read() if process.stdout else ''}"
+            )
+        time.sleep(0.2)
+    else:
+        process.kill()
+        raise RuntimeError("local stack did not become ready")
+    yield LocalStack(base_url, env["RINGBACK_ADMIN_KEY"])
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
