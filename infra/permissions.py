@@ -47,6 +47,7 @@ SQS_OPERATIONS: dict[str, tuple[str, ...]] = {
     "ChangeMessageVisibility": ("sqs:ChangeMessageVisibility",),
     "ChangeMessageVisibilityBatch": ("sqs:ChangeMessageVisibility",),
     "GetQueueAttributes": ("sqs:GetQueueAttributes",),
+    "GetQueueUrl": ("sqs:GetQueueUrl",),
 }
 
 # KMS: signing secrets and passwords are encrypted/decrypted directly with the stage's key.

@@ -42,7 +42,9 @@ def test_fifty_overlapping_creates_have_exactly_one_winner(make_tenant, client):
     outcomes = _race(owner.tenant_id, specs)
     assert outcomes.count("201") == 1
     assert outcomes.count("409") == 49
-    listed = client.http.get(f"/companies/{owner.tenant_id}/campaigns/config/callbacks", headers=owner.headers)
+    listed = client.http.get(
+        f"/companies/{owner.tenant_id}/campaigns/config/callbacks", headers=owner.headers
+    )
     assert len(listed.json_body) == 1
 
 
@@ -52,5 +54,7 @@ def test_fifty_disjoint_creates_all_win(make_tenant, client):
     specs = [_spec(base + timedelta(days=i), base + timedelta(days=i + 1)) for i in range(50)]
     outcomes = _race(owner.tenant_id, specs)
     assert outcomes == ["201"] * 50
-    listed = client.http.get(f"/companies/{owner.tenant_id}/campaigns/config/callbacks", headers=owner.headers)
+    listed = client.http.get(
+        f"/companies/{owner.tenant_id}/campaigns/config/callbacks", headers=owner.headers
+    )
     assert len(listed.json_body) == 50

@@ -32,29 +32,15 @@ def deliver_message(delivery_id: str, attempt_no: int) -> dict[str, Any]:
 
 
 def handle_deliver(message: dict[str, Any]) -> None:
+    """Claim first, read only when the claim fails: the common path costs one conditional
+    update (which returns the whole record), not a read and then an update."""
     delivery_id = str(message["delivery_id"])
     attempt_no = int(message["attempt"])
-    record = deliveries.get(delivery_id)
-    if record is None:
-        log.warning("delivery %s does not exist; dropping message", delivery_id)
-        return
-    if record.state in FINAL:
-        _notify_final(record)  # again, in case the worker died right after finishing it
-        return
-    recorded = int(record.attempt_count)
-    if recorded >= attempt_no:
-        if record.state is Status.RETRYING and recorded == attempt_no:
-            _schedule_next(record, recorded + 1, record.next_attempt_at)
-        return
-    if recorded != attempt_no - 1:
-        log.warning(
-            "delivery %s: message for attempt %s, %s recorded", delivery_id, attempt_no, recorded
-        )
-        return
     timeout = settings.http_timeout()
+    record = DeliveryModel(delivery_id)
     token = deliveries.claim(record, attempt_no, timeout + LEASE_MARGIN)
     if token is None:
-        _lost_claim(delivery_id, attempt_no)
+        _not_claimed(delivery_id, attempt_no)
         return
     try:
         _attempt(record, token, attempt_no, timeout)
@@ -68,10 +54,27 @@ class LeaseHeld(Exception):
     worker died, nobody else would ever send the attempt."""
 
 
-def _lost_claim(delivery_id: str, attempt_no: int) -> None:
-    current = deliveries.get(delivery_id)
-    if current is None or current.state in FINAL or int(current.attempt_count) >= attempt_no:
-        return  # someone else did it: this message was a duplicate
+def _not_claimed(delivery_id: str, attempt_no: int) -> None:
+    """Why the claim failed decides what this message still owes."""
+    record = deliveries.get(delivery_id)
+    if record is None:
+        log.warning("delivery %s does not exist; dropping message", delivery_id)
+        return
+    if record.state in FINAL:
+        _notify_final(record)  # again, in case the worker died right after finishing it
+        return
+    recorded = int(record.attempt_count)
+    if recorded >= attempt_no:
+        # Already sent and recorded. If the worker died before queueing the next attempt,
+        # this redelivered message queues it (a duplicate of it is claimed only once).
+        if record.state is Status.RETRYING and recorded == attempt_no:
+            _schedule_next(record, recorded + 1, record.next_attempt_at)
+        return
+    if recorded != attempt_no - 1:
+        log.warning(
+            "delivery %s: message for attempt %s, %s recorded", delivery_id, attempt_no, recorded
+        )
+        return
     raise LeaseHeld(f"delivery {delivery_id} attempt {attempt_no} is leased by another worker")
 
 

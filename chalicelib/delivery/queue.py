@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 
 from chalicelib import settings
+from chalicelib.queues import delivery_queue_name
 from chalicelib.storage import due
 
 SQS_MAX_DELAY = 900
@@ -29,8 +30,21 @@ def _sqs() -> Any:
     return boto3.client("sqs", region_name=settings.region())
 
 
+@functools.cache
+def _looked_up_url(name: str) -> str:
+    url: str = _sqs().get_queue_url(QueueName=name)["QueueUrl"]
+    return url
+
+
+def queue_url() -> str:
+    """The delivery queue's URL: from the stage config when set, else looked up once by name
+    (so a ``chalice deploy`` stage needs only the queue name it already has)."""
+    return settings.delivery_queue_url() or _looked_up_url(delivery_queue_name())
+
+
 def reset_clients() -> None:
     _sqs.cache_clear()
+    _looked_up_url.cache_clear()
 
 
 class Counters:
@@ -45,7 +59,7 @@ def _encode(message: dict[str, Any]) -> str:
 
 def send_now(messages: Sequence[dict[str, Any]], delay_seconds: int = 0) -> None:
     """SendMessageBatch in tens; raises if any entry failed (the caller's retry covers it)."""
-    queue_url = settings.delivery_queue_url()
+    url = queue_url()
     for start in range(0, len(messages), SQS_BATCH):
         chunk = messages[start : start + SQS_BATCH]
         entries = [
@@ -53,7 +67,7 @@ def send_now(messages: Sequence[dict[str, Any]], delay_seconds: int = 0) -> None
             for i, m in enumerate(chunk)
         ]
         Counters.send_calls += 1
-        response = _sqs().send_message_batch(QueueUrl=queue_url, Entries=entries)
+        response = _sqs().send_message_batch(QueueUrl=url, Entries=entries)
         if response.get("Failed"):
             raise RuntimeError(
                 f"SQS refused {len(response['Failed'])} messages: {response['Failed']}"
