@@ -63,6 +63,11 @@ def http_timeout() -> float:
     return float(_env("RINGBACK_HTTP_TIMEOUT", "10"))
 
 
+def dead_target_seconds() -> float:
+    """A target that failed every attempt for this long is disabled (default 5 days)."""
+    return float(_env("RINGBACK_DEAD_TARGET_SECONDS", str(5 * 24 * 3600)))
+
+
 def delivery_queue_url() -> str:
     return _env("RINGBACK_DELIVERY_QUEUE_URL")
 

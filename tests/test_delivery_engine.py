@@ -407,3 +407,43 @@ def test_campaign_scoped_registrations_match_their_campaign_only(
     assert publish(client, owner, **fields)["deliveries"] == 1
     scoped = publish(client, owner, event_type="order.paid.c1", **fields)["deliveries"]
     assert 1 + scoped == expected
+
+
+def test_a_target_failing_every_attempt_for_the_limit_is_disabled(
+    client, make_tenant, worker, httpserver, monkeypatch
+):
+    monkeypatch.setenv("RINGBACK_DEAD_TARGET_SECONDS", "1.5")
+    monkeypatch.setenv("RINGBACK_RETRY_SCHEDULE", "1,1,1,1,1")
+    owner = make_tenant()
+    receiver = Receiver(httpserver, script=[(500, {}, 0)])
+    reg = register(client, owner, receiver.url)
+    event = publish(client, owner)
+    worker.run_until_idle()
+    shown = client.http.get(reg["url"], headers=owner.headers).json_body
+    assert "every attempt failed" in shown["disabled_reason"]
+    delivery = _only_delivery(client, owner, event["event_id"])
+    # disabled after ~1.5 s of failures: the remaining attempts are skipped, not lost
+    assert delivery["status"] == "skipped"
+    assert 2 <= len(delivery["attempts"]) < 6
+    assert len(receiver.requests) == len(delivery["attempts"])
+    assert publish(client, owner)["deliveries"] == 0
+    client.http.post(reg["url"] + "/enable", headers=owner.headers)
+    assert publish(client, owner)["deliveries"] == 1
+
+
+def test_a_success_resets_the_failure_run(client, make_tenant, worker, httpserver, monkeypatch):
+    monkeypatch.setenv("RINGBACK_DEAD_TARGET_SECONDS", "2.5")
+    monkeypatch.setenv("RINGBACK_RETRY_SCHEDULE", "1,1,1,1")
+    owner = make_tenant()
+    receiver = Receiver(
+        httpserver,
+        script=[(500, {}, 0), (500, {}, 0), (200, {}, 0), (500, {}, 0), (500, {}, 0), (200, {}, 0)],
+    )
+    reg = register(client, owner, receiver.url)
+    first = publish(client, owner)
+    worker.run_until_idle()
+    second = publish(client, owner)
+    worker.run_until_idle()
+    assert _only_delivery(client, owner, first["event_id"])["status"] == "delivered"
+    assert _only_delivery(client, owner, second["event_id"])["status"] == "delivered"
+    assert client.http.get(reg["url"], headers=owner.headers).json_body["disabled_reason"] is None

@@ -19,7 +19,7 @@ from chalicelib.delivery import queue, registry, senders
 from chalicelib.delivery.registry import HttpOutbound, Skip, StreamOutbound
 from chalicelib.domain.retry import FINAL, AttemptResult, Decision, Status, decide, use_backup
 from chalicelib.domain.timeutil import fmt, utcnow
-from chalicelib.storage import deliveries
+from chalicelib.storage import deliveries, health
 from chalicelib.storage.deliveries import DeliveryModel
 
 log = logging.getLogger("ringback.dispatcher")
@@ -93,9 +93,25 @@ def _attempt(record: DeliveryModel, token: str, attempt_no: int, timeout: float)
     _record(record, token, attempt_no, url, result, decision)
     if decision.target_gone:
         fam.target_gone(record, decision.reason or "gone")
+    else:
+        _track_health(fam, record, result.success)
     if decision.status in FINAL:
         record.status = decision.status.value
         _notify_final(record)
+
+
+def _track_health(fam: registry.Family, record: DeliveryModel, success: bool) -> None:
+    key = health.health_key(record.family, record.tenant_id, record.target_id)
+    if success:
+        health.record_success(key)
+        return
+    now = time.time()
+    limit = settings.dead_target_seconds()
+    failing_for = now - health.record_failure(key, now)
+    if failing_for >= limit:
+        fam.target_gone(
+            record, f"every attempt failed for {int(failing_for)} s (limit {int(limit)} s)"
+        )
 
 
 def _notify_final(record: DeliveryModel) -> None:

@@ -24,6 +24,7 @@ class GuardModel(Model):
     ranges: MapAttribute[str, str] = MapAttribute(null=True)  # type: ignore[no-untyped-call]  # overlap guards: id -> "start|end"
     payload = UnicodeAttribute(null=True)  # idempotency guards: the response to replay
     expires_at = NumberAttribute(null=True)  # epoch seconds; DynamoDB TTL attribute
+    failing_since = NumberAttribute(null=True)  # target health: epoch of the first failure in a row
 
 
 def read_guard(key: str) -> GuardModel | None:
