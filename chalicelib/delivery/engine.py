@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from chalicelib.delivery import callnotify as _callnotify  # noqa: F401  (registers the family)
 from chalicelib.delivery import campaign as _campaign  # noqa: F401  (registers the family)
 from chalicelib.delivery import dispatcher as _dispatcher  # noqa: F401  (registers "deliver")
 from chalicelib.delivery import sweeper, worker

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pynamodb.models import Model
 
+from chalicelib.storage.callnotify import CallNotifierModel
 from chalicelib.storage.campaign import CampaignRegistrationModel
 from chalicelib.storage.deliveries import DeliveryModel, EventModel
 from chalicelib.storage.due import DueItemModel
@@ -19,6 +20,7 @@ ALL_MODELS: list[type[Model]] = [
     EventModel,
     DeliveryModel,
     DueItemModel,
+    CallNotifierModel,
 ]
 
 TTL_ATTRIBUTES: dict[str, str] = {GuardModel.Meta.table_name: "expires_at"}

@@ -1,0 +1,154 @@
+"""Call notifiers in DynamoDB: one partition per customer, one item per notifier.
+
+The key is (customer_id, notify_id), so every read the API and the delivery engine make is a
+GetItem or a Query on the customer's partition, never a Scan. Every write is conditional on the
+item's existence (create: absent; update, delete, disable: present), so a notifier deleted
+concurrently with an update is never resurrected by it.
+
+Each notifier has a Standard Webhooks signing secret, KMS-encrypted (``storage/secrets.py``) and
+bound to (customer, notifier); the plaintext is returned to the client once, at create.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from pynamodb.attributes import BinaryAttribute, UnicodeAttribute
+from pynamodb.exceptions import DeleteError, DoesNotExist, UpdateError
+from pynamodb.expressions.update import Action
+from pynamodb.models import Model
+
+from chalicelib.domain.ids import is_id, new_id
+from chalicelib.domain.timeutil import fmt
+from chalicelib.storage import secrets
+from chalicelib.storage.base import make_meta
+
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+class CallNotifierModel(Model):
+    Meta = make_meta("callnotify_notifiers")
+
+    customer_id = UnicodeAttribute(hash_key=True)
+    notify_id = UnicodeAttribute(range_key=True)
+    url = UnicodeAttribute()
+    method = UnicodeAttribute()
+    selection = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+    secret_enc = BinaryAttribute(legacy_encoding=False)
+    disabled_reason = UnicodeAttribute(null=True)
+
+
+@dataclass(frozen=True)
+class Created:
+    notifier: CallNotifierModel
+    signing_secret: str
+
+
+def secret_context(customer_id: str, notify_id: str) -> dict[str, str]:
+    """KMS encryption context: a ciphertext copied onto another notifier does not decrypt."""
+    return {"tenant": customer_id, "owner": notify_id, "family": "callnotify"}
+
+
+def signing_secret(notifier: CallNotifierModel) -> str:
+    return secrets.decrypt(
+        notifier.secret_enc, secret_context(notifier.customer_id, notifier.notify_id)
+    )
+
+
+def create(customer_id: str, fields: dict[str, str], now: datetime) -> Created:
+    """Store a new notifier with a fresh id and signing secret (``fields``: url, method,
+    selection, already validated)."""
+    notify_id = new_id()
+    secret = secrets.new_signing_secret()
+    record = CallNotifierModel(
+        customer_id,
+        notify_id,
+        url=fields["url"],
+        method=fields["method"],
+        selection=fields["selection"],
+        created_at=fmt(now),
+        updated_at=fmt(now),
+        secret_enc=secrets.encrypt(secret, secret_context(customer_id, notify_id)),
+    )
+    # A 96-bit random id does not collide in practice; the condition makes sure a collision
+    # would fail loudly instead of overwriting another notifier.
+    record.save(condition=CallNotifierModel.notify_id.does_not_exist())
+    return Created(record, secret)
+
+
+def get(customer_id: str, notify_id: str, *, consistent: bool = False) -> CallNotifierModel | None:
+    if not is_id(notify_id):
+        return None
+    try:
+        return CallNotifierModel.get(customer_id, notify_id, consistent_read=consistent)
+    except DoesNotExist:
+        return None
+
+
+def list_for(customer_id: str, *, consistent: bool = True) -> Iterator[CallNotifierModel]:
+    """A customer's notifiers, oldest id order (a Query on the customer's partition)."""
+    yield from CallNotifierModel.query(customer_id, consistent_read=consistent)
+
+
+def update(
+    customer_id: str, notify_id: str, fields: dict[str, str], now: datetime
+) -> CallNotifierModel | None:
+    """Apply ``fields`` (any of url, method, selection) and re-enable the notifier.
+
+    Conditional on the notifier existing, so an update racing a delete never re-creates it;
+    returns None when it does not exist. Updating a notifier that was disabled (its receiver
+    answered 410 Gone) enables it again: the client has looked at it.
+    """
+    if not is_id(notify_id):
+        return None
+    record = CallNotifierModel(customer_id, notify_id)
+    attributes = {
+        "url": CallNotifierModel.url,
+        "method": CallNotifierModel.method,
+        "selection": CallNotifierModel.selection,
+    }
+    actions: list[Action] = [
+        attributes[name].set(value) for name, value in fields.items() if name in attributes
+    ]
+    actions.append(CallNotifierModel.updated_at.set(fmt(now)))
+    actions.append(CallNotifierModel.disabled_reason.remove())
+    try:
+        record.update(actions=actions, condition=CallNotifierModel.notify_id.exists())
+    except UpdateError as exc:
+        if exc.cause_response_code == _CONDITION_FAILED:
+            return None
+        raise
+    return record
+
+
+def delete(customer_id: str, notify_id: str) -> bool:
+    """Delete a notifier; False when there was none (conditional, so exactly one caller wins)."""
+    if not is_id(notify_id):
+        return False
+    try:
+        CallNotifierModel(customer_id, notify_id).delete(
+            condition=CallNotifierModel.notify_id.exists()
+        )
+    except DeleteError as exc:
+        if exc.cause_response_code == _CONDITION_FAILED:
+            return False
+        raise
+    return True
+
+
+def disable(customer_id: str, notify_id: str, reason: str) -> bool:
+    """Stop delivering to a notifier whose receiver answered 410 Gone; False if it is gone."""
+    try:
+        CallNotifierModel(customer_id, notify_id).update(
+            actions=[CallNotifierModel.disabled_reason.set(reason)],
+            condition=CallNotifierModel.notify_id.exists(),
+        )
+    except UpdateError as exc:
+        if exc.cause_response_code == _CONDITION_FAILED:
+            return False
+        raise
+    return True
