@@ -70,19 +70,24 @@ def send_http(
 
 def send_stream(outbound: StreamOutbound, *, timeout: float, allow_private: bool) -> AttemptResult:
     """TCP: one connection, one line, success when the peer closes or answers within the timeout.
-    UDP: one datagram, success once sent (best effort by the protocol's nature)."""
+    UDP: one datagram, success once sent (best effort by the protocol's nature).
+
+    A name may resolve to several checked addresses (IPv6 and IPv4, say). TCP tries them in
+    order while the *connect* fails, within the one timeout, as the HTTP sender does: nothing
+    has been sent yet, so nothing is sent twice. UDP cannot tell, so it uses the first.
+    """
     started = time.monotonic()
     try:
-        address = resolve_checked(outbound.host, outbound.port, allow_private=allow_private)[0]
+        addresses = resolve_checked(outbound.host, outbound.port, allow_private=allow_private)
     except UnsafeDestination as exc:
         return AttemptResult(False, error=f"destination refused: {exc}")
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
     try:
         if outbound.protocol == "udp":
-            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            address = addresses[0]
+            with socket.socket(_family(address), socket.SOCK_DGRAM) as sock:
                 sock.sendto(outbound.payload, (address, outbound.port))
             return AttemptResult(True, duration_ms=_elapsed_ms(started))
-        with socket.create_connection((address, outbound.port), timeout=timeout) as sock:
+        with _connect(addresses, outbound.port, started + timeout) as sock:
             sock.sendall(outbound.payload)
             sock.shutdown(socket.SHUT_WR)
             sock.settimeout(max(0.1, timeout - (time.monotonic() - started)))
@@ -94,3 +99,27 @@ def send_stream(outbound: StreamOutbound, *, timeout: float, allow_private: bool
         return AttemptResult(
             False, error=f"connection error: {type(exc).__name__}", duration_ms=_elapsed_ms(started)
         )
+
+
+def _family(address: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def _connect(addresses: list[str], port: int, deadline: float) -> socket.socket:
+    """A connected TCP socket to the first of ``addresses`` that accepts before ``deadline``;
+    re-raises the last connect error when none does."""
+    last: OSError | None = None
+    for address in addresses:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        sock = socket.socket(_family(address), socket.SOCK_STREAM)
+        sock.settimeout(remaining)
+        try:
+            sock.connect((address, port))
+        except OSError as exc:
+            sock.close()
+            last = exc
+            continue
+        return sock
+    raise last if last is not None else TimeoutError("connect deadline passed")
