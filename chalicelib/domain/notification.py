@@ -260,6 +260,30 @@ class NotificationError(Exception):
         )
 
     @classmethod
+    def invalid_action(cls, action: str) -> NotificationError:
+        return cls(400, *_INVALID_PARAMETER, f"Invalid action [{action}]")
+
+    @classmethod
+    def method_not_allowed(cls) -> NotificationError:
+        return cls(
+            405, "Method not allowed", "METHOD_NOT_ALLOWED", "The method is not allowed here"
+        )
+
+    @classmethod
+    def unsupported_media_type(cls) -> NotificationError:
+        return cls(
+            415,
+            "Unsupported media type",
+            "UNSUPPORTED_MEDIA_TYPE",
+            "Content-Type must be application/json",
+        )
+
+    @classmethod
+    def busy(cls) -> NotificationError:
+        """Too many concurrent changes to one callback; the client may simply retry."""
+        return cls(503, "Service unavailable", "SERVICE_UNAVAILABLE", "Too many concurrent changes")
+
+    @classmethod
     def missing_body(cls) -> NotificationError:
         return cls(400, *_INVALID_PARAMETER, "Request body is required")
 
@@ -338,6 +362,11 @@ def _unknown_fields(body: Mapping[str, Any], allowed: frozenset[str]) -> list[st
 
 def _is_blank(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
+
+
+def is_valid_name(value: object) -> bool:
+    """A callback/subscription name as the rules allow it (a path segment that could exist)."""
+    return isinstance(value, str) and bool(_NAME.match(value))
 
 
 def _check_name(value: object, kind: str) -> str:
@@ -520,6 +549,34 @@ def validate_update(path_name: str, body: object, current: CallbackSpec) -> Call
     return CallbackSpec(path_name, url, backup_url, batch_size, user, password)
 
 
+def deleted_view(kind: str, name: str) -> dict[str, Any]:
+    """Body of a successful DELETE (the issue's text for callbacks; subscriptions mirror it)."""
+    return {"message": f"{kind} [{name}] deleted successfully", "status": True}
+
+
+def verified_view(name: str) -> dict[str, Any]:
+    """Body of a successful verify. Sic: the trailing space is in the issue's text."""
+    return {"status": f"Successfully verified [{name}] "}
+
+
+_CREDENTIALS_REFUSED: Final = frozenset({401, 403, 407})
+
+
+def connection_verified(status_code: int) -> bool:
+    """Did a verify request "connect to the url with the credentials"?
+
+    The seed's failure is "Could not connect", so this checks reachability and credentials, not
+    that the receiver likes the test request: yes for any 2xx, and for a 4xx other than
+    401/403/407 (a receiver may refuse the empty test batch with a 400 and still be the right
+    place with the right credentials). No for 3xx (deliveries never follow redirects, so every
+    batch would fail), 5xx (the receiver cannot take anything right now) and credential
+    refusals. No response at all (refused, timeout, TLS failure, unsafe address) is also a no.
+    """
+    if 200 <= status_code < 300:
+        return True
+    return 400 <= status_code < 500 and status_code not in _CREDENTIALS_REFUSED
+
+
 def callback_path(name: str, base_path: str = API_BASE_PATH) -> str:
     return f"{base_path.rstrip('/')}/callbacks/{quote(name, safe='')}"
 
@@ -573,6 +630,48 @@ def event_object(event_id: str, event_type: str, payload: Mapping[str, Any]) -> 
     obj["eventId"] = event_id
     obj["eventType"] = event_type
     return obj
+
+
+MAX_EVENT_OBJECT_BYTES: Final = 32 * 1024
+_STRING_FIELDS: Final = ("failureReason", "customerId", "recipient", "failureType")
+
+
+def _scalar_id(value: object) -> bool:
+    return value is None or (isinstance(value, str | int) and not isinstance(value, bool))
+
+
+def check_event_payload(event_type: str, payload: Mapping[str, Any]) -> None:
+    """Refuse a payload this family could not deliver: ``ValueError("<field>: <why>")``.
+
+    Only the event-object fields are checked (other keys are dropped at delivery anyway).
+    ``campaignName`` must be a string because subscription filters compare it; ``channelType``,
+    when given, must be the event's own channel; one event object is at most 32 KB so that a
+    batch always fits a delivery record. Event types outside the event list are not ours.
+    """
+    if event_type not in _EVENT_SET:
+        return
+    for key in ("campaignId", "riid"):
+        if not _scalar_id(payload.get(key)):
+            raise ValueError(f"{key}: must be a string or an integer")
+    for key in (*_STRING_FIELDS, "campaignName"):
+        value = payload.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{key}: must be a string")
+    name = payload.get("campaignName")
+    if isinstance(name, str) and not name.strip():
+        raise ValueError("campaignName: must not be blank")
+    channel = payload.get("channelType")
+    if channel is not None and channel != channel_of(event_type):
+        raise ValueError(f"channelType: must be {channel_of(event_type)} for {event_type}")
+    size = len(json.dumps(event_object("", event_type, payload), separators=(",", ":")))
+    if size > MAX_EVENT_OBJECT_BYTES:
+        raise ValueError(
+            f"optionalData: the event object is larger than {MAX_EVENT_OBJECT_BYTES} bytes"
+        )
+
+
+def is_notification_event(event_type: str) -> bool:
+    return event_type in _EVENT_SET
 
 
 # --- subscriptions ---------------------------------------------------------------------
