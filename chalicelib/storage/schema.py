@@ -10,6 +10,11 @@ from chalicelib.storage.campaign import CampaignRegistrationModel
 from chalicelib.storage.deliveries import DeliveryModel, EventModel
 from chalicelib.storage.due import DueItemModel
 from chalicelib.storage.guards import GuardModel
+from chalicelib.storage.notification import (
+    NotificationBufferModel,
+    NotificationCallbackModel,
+    NotificationSubscriptionModel,
+)
 from chalicelib.storage.tenants import ApiKeyModel, TenantModel
 
 ALL_MODELS: list[type[Model]] = [
@@ -20,6 +25,9 @@ ALL_MODELS: list[type[Model]] = [
     EventModel,
     DeliveryModel,
     DueItemModel,
+    NotificationCallbackModel,
+    NotificationSubscriptionModel,
+    NotificationBufferModel,
     CallNotifierModel,
 ]
 

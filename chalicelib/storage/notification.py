@@ -1,0 +1,656 @@
+"""Notification callbacks and subscriptions in DynamoDB, and the transactions behind their rules.
+
+Rules and how DynamoDB holds them (never a read-then-write):
+
+- **Callback name unique per tenant**: the callback item's own key is ``(tenant, name)``; a create
+  is a put conditioned on ``attribute_not_exists``. The record is its own name guard: a separate
+  guard item would protect exactly the same key a second time.
+- **Callback url unique per tenant**: a guard item ``notif-url#<tenant>#<sha256(normalised url)>``
+  (hashed: a 2 KB url would not fit a partition key) owned by the callback's id, put with
+  ``attribute_not_exists`` in the SAME transaction as the callback. An update that moves a
+  callback to a new url puts the new guard and deletes the old one (conditioned on being its
+  owner) in the same transaction as the record change, so a url is never held twice nor lost.
+- **Updates do not overwrite each other**: every callback change is conditioned on the
+  ``version`` it read and bumps it.
+- **A callback in use cannot be deleted**: the callback carries ``subscription_count``; every
+  subscription create/move/delete adjusts it in the same transaction as the subscription, and a
+  callback delete is conditioned on ``subscription_count = 0``. A subscription create racing a
+  callback delete: exactly one of them wins.
+- **Secrets at rest**: the Basic-auth password and the signing secret are KMS-encrypted
+  (``storage/secrets.py``) with the context {tenant, callback id, purpose}; the callback id is
+  fresh for every create, so a ciphertext copied to another callback (or to a recreated one
+  with the same name) does not decrypt.
+
+Buffered events (batching) live in the ``notification_buffer`` table, one partition per
+callback id: items sorted by arrival time, plus one ``#state`` row holding the flush marker and
+the batch being cut (see ``chalicelib/delivery/notification.py`` for why that makes a flush
+safe to crash and repeat).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pynamodb.attributes import (
+    BinaryAttribute,
+    ListAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
+from pynamodb.models import Model
+
+from chalicelib.domain.ids import new_id
+from chalicelib.domain.notification import CallbackSpec, SubscriptionSpec, normalise_url
+from chalicelib.domain.timeutil import fmt
+from chalicelib.storage import secrets
+from chalicelib.storage.base import make_meta, transaction
+from chalicelib.storage.guards import GuardModel, read_guard
+
+_MAX_ATTEMPTS = 50
+STATE_KEY = "#state"  # sorts before every item key (they start with a digit)
+_ITEMS_FROM = "0"
+
+
+class NotificationCallbackModel(Model):
+    Meta = make_meta("notification_callbacks")
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute(range_key=True)
+    callback_id = UnicodeAttribute()
+    url = UnicodeAttribute()
+    backup_url = UnicodeAttribute(null=True)
+    batch_size = NumberAttribute()
+    user_name = UnicodeAttribute()
+    password_enc = BinaryAttribute(legacy_encoding=False)
+    secret_enc = BinaryAttribute(legacy_encoding=False)
+    version = NumberAttribute(default=1)
+    subscription_count = NumberAttribute(default=0)
+    disabled_reason = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+
+
+class NotificationSubscriptionModel(Model):
+    """One partition per tenant: matching an event is one Query on it (never a Scan)."""
+
+    Meta = make_meta("notification_subscriptions")
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute(range_key=True)
+    callback_name = UnicodeAttribute()
+    callback_id = UnicodeAttribute()
+    event_names: ListAttribute[str] = ListAttribute(of=UnicodeAttribute)  # type: ignore[arg-type]
+    campaign_names: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, default=list)  # type: ignore[arg-type]
+    version = NumberAttribute(default=1)
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+
+
+class NotificationBufferModel(Model):
+    """Buffered events of one callback (``item_key`` = arrival ms + event id) and its state row."""
+
+    Meta = make_meta("notification_buffer")
+
+    buffer_key = UnicodeAttribute(hash_key=True)  # "<tenant>#<callback id>"
+    item_key = UnicodeAttribute(range_key=True)  # "<epoch ms, 15 digits>#<event id>" | "#state"
+    event_id = UnicodeAttribute(null=True)
+    body = UnicodeAttribute(null=True)  # the event object, JSON
+    # state row only
+    flush_at = NumberAttribute(null=True)  # due time of the latest flush message sent
+    pending_delivery = UnicodeAttribute(null=True)  # the batch being cut, until its items go
+    pending_items: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, null=True)  # type: ignore[arg-type]
+    pending_owner = UnicodeAttribute(null=True)  # the flush (its flush_id) that cut it
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class NameTaken(Exception):
+    """A callback (or subscription) with this name already exists for the tenant."""
+
+
+class UrlTaken(Exception):
+    """Another callback of the tenant already has this url."""
+
+
+class NotFound(Exception):
+    """The callback (or subscription) does not exist."""
+
+
+class CallbackMissing(Exception):
+    """A subscription names a callback that does not exist."""
+
+
+class InUse(Exception):
+    def __init__(self, subscriptions: list[str]) -> None:
+        super().__init__(", ".join(subscriptions))
+        self.subscriptions = subscriptions
+
+
+class Changed(Exception):
+    """The record changed between the read and the write; re-read and try again."""
+
+
+class Contended(Exception):
+    """Too many concurrent writers on one record; the client may retry."""
+
+
+# --- transactions with named operations ---------------------------------------------------
+
+
+class _Tx:
+    """A write transaction whose failed conditions are reported by label.
+
+    PynamoDB sends condition checks, deletes, puts and updates in that order whatever order they
+    were added in; this keeps the labels in the same order so cancellation reasons map back.
+    """
+
+    _ORDER = ("check", "delete", "put", "update")
+
+    def __init__(self) -> None:
+        self._tx = transaction()
+        self._labels: dict[str, list[str]] = {kind: [] for kind in self._ORDER}
+
+    def delete(self, label: str, model: Model, condition: Any) -> None:
+        self._tx.delete(model, condition=condition)
+        self._labels["delete"].append(label)
+
+    def put(self, label: str, model: Model, condition: Any) -> None:
+        self._tx.save(model, condition=condition)
+        self._labels["put"].append(label)
+
+    def update(self, label: str, model: Model, actions: list[Any], condition: Any) -> None:
+        self._tx.update(model, actions=actions, condition=condition)
+        self._labels["update"].append(label)
+
+    def commit(self) -> set[str]:
+        """Empty set on success; else the labels whose condition failed."""
+        try:
+            with self._tx:
+                pass
+        except TransactWriteError as exc:
+            labels = [label for kind in self._ORDER for label in self._labels[kind]]
+            reasons = list(exc.cancellation_reasons or [])
+            failed = {
+                label
+                for label, reason in zip(labels, reasons, strict=False)
+                if reason is not None and getattr(reason, "code", None) == "ConditionalCheckFailed"
+            }
+            if not failed and exc.cause_response_code != "TransactionCanceledException":
+                raise
+            return failed or {"?"}  # cancelled for another reason (a conflict): retry
+        return set()
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))
+
+
+# --- callbacks ----------------------------------------------------------------------------
+
+
+def url_guard_key(tenant_id: str, url: str) -> str:
+    digest = hashlib.sha256(normalise_url(url).encode("utf-8")).hexdigest()
+    return f"notif-url#{tenant_id}#{digest}"
+
+
+def secret_context(tenant_id: str, callback_id: str, purpose: str) -> dict[str, str]:
+    return {"tenant": tenant_id, "callback": callback_id, "purpose": purpose}
+
+
+def password_of(record: NotificationCallbackModel) -> str:
+    return secrets.decrypt(
+        record.password_enc, secret_context(record.tenant_id, record.callback_id, "password")
+    )
+
+
+def signing_secret_of(record: NotificationCallbackModel) -> str:
+    return secrets.decrypt(
+        record.secret_enc, secret_context(record.tenant_id, record.callback_id, "signing")
+    )
+
+
+def spec_of(record: NotificationCallbackModel, password: str = "") -> CallbackSpec:
+    """The record as the domain sees it; the password stays out unless asked for."""
+    return CallbackSpec(
+        record.name,
+        record.url,
+        record.backup_url,
+        int(record.batch_size),
+        record.user_name,
+        password,
+    )
+
+
+def get_callback(
+    tenant_id: str, name: str, *, consistent: bool = True
+) -> NotificationCallbackModel | None:
+    try:
+        return NotificationCallbackModel.get(tenant_id, name, consistent_read=consistent)
+    except DoesNotExist:
+        return None
+
+
+def list_callbacks(tenant_id: str) -> Iterator[NotificationCallbackModel]:
+    yield from NotificationCallbackModel.query(tenant_id, consistent_read=True)
+
+
+def url_owner(tenant_id: str, url: str) -> str | None:
+    """The id of the callback holding ``url`` right now (for an early, friendly answer only:
+    the transaction is what enforces uniqueness)."""
+    guard = read_guard(url_guard_key(tenant_id, url))
+    return guard.owner if guard is not None else None
+
+
+def create_callback(
+    tenant_id: str, spec: CallbackSpec, signing_secret: str, now: datetime
+) -> NotificationCallbackModel:
+    """Callback + url guard in one transaction. Raises NameTaken / UrlTaken."""
+    callback_id = new_id()
+    record = NotificationCallbackModel(
+        tenant_id,
+        spec.name,
+        callback_id=callback_id,
+        url=spec.url,
+        backup_url=spec.backup_url,
+        batch_size=spec.batch_size,
+        user_name=spec.user_name,
+        password_enc=secrets.encrypt(
+            spec.password, secret_context(tenant_id, callback_id, "password")
+        ),
+        secret_enc=secrets.encrypt(
+            signing_secret, secret_context(tenant_id, callback_id, "signing")
+        ),
+        version=1,
+        subscription_count=0,
+        created_at=fmt(now),
+        updated_at=fmt(now),
+    )
+    guard = GuardModel(url_guard_key(tenant_id, spec.url), owner=callback_id, version=1)
+    tx = _Tx()
+    tx.put("record", record, NotificationCallbackModel.name.does_not_exist())
+    tx.put("url", guard, GuardModel.key.does_not_exist())
+    failed = tx.commit()
+    if "record" in failed:
+        raise NameTaken(spec.name)
+    if "url" in failed:
+        raise UrlTaken(spec.url)
+    if failed:
+        raise Changed(spec.name)
+    return record
+
+
+def update_callback(
+    current: NotificationCallbackModel, spec: CallbackSpec, now: datetime
+) -> NotificationCallbackModel:
+    """Apply ``spec`` to the callback as it was read. Raises UrlTaken, or Changed when the
+    callback changed (or went) since ``current`` was read: re-read and decide again."""
+    tenant_id, callback_id = current.tenant_id, current.callback_id
+    version = int(current.version)
+    password_enc = secrets.encrypt(
+        spec.password, secret_context(tenant_id, callback_id, "password")
+    )
+    actions: list[Any] = [
+        NotificationCallbackModel.url.set(spec.url),
+        NotificationCallbackModel.batch_size.set(spec.batch_size),
+        NotificationCallbackModel.user_name.set(spec.user_name),
+        NotificationCallbackModel.password_enc.set(password_enc),
+        NotificationCallbackModel.version.set(version + 1),
+        NotificationCallbackModel.updated_at.set(fmt(now)),
+        # an update is how a client fixes a dead url
+        NotificationCallbackModel.disabled_reason.remove(),
+        NotificationCallbackModel.backup_url.set(spec.backup_url)
+        if spec.backup_url
+        else NotificationCallbackModel.backup_url.remove(),
+    ]
+    tx = _Tx()
+    tx.update(
+        "record",
+        NotificationCallbackModel(tenant_id, current.name),
+        actions,
+        (NotificationCallbackModel.version == version)
+        & (NotificationCallbackModel.callback_id == callback_id),
+    )
+    old_key, new_key = url_guard_key(tenant_id, current.url), url_guard_key(tenant_id, spec.url)
+    if new_key != old_key:
+        tx.put(
+            "url",
+            GuardModel(new_key, owner=callback_id, version=1),
+            GuardModel.key.does_not_exist(),
+        )
+        tx.delete("old_url", GuardModel(old_key), GuardModel.owner == callback_id)
+    failed = tx.commit()
+    if "record" in failed or "?" in failed:
+        raise Changed(current.name)
+    if "url" in failed:
+        raise UrlTaken(spec.url)
+    if failed:
+        raise Changed(current.name)
+    fresh = get_callback(tenant_id, current.name)
+    if fresh is None:
+        raise Changed(current.name)
+    return fresh
+
+
+def delete_callback(tenant_id: str, name: str) -> None:
+    """Callback and its url guard, only while no subscription uses it (count == 0).
+
+    Raises NotFound or InUse (naming the subscriptions)."""
+    for attempt in range(_MAX_ATTEMPTS):
+        current = get_callback(tenant_id, name)
+        if current is None:
+            raise NotFound(name)
+        if int(current.subscription_count) > 0:
+            raise InUse(subscription_names(tenant_id, name))
+        tx = _Tx()
+        tx.delete(
+            "record",
+            NotificationCallbackModel(tenant_id, name),
+            (NotificationCallbackModel.version == int(current.version))
+            & (NotificationCallbackModel.subscription_count == 0),
+        )
+        tx.delete(
+            "url",
+            GuardModel(url_guard_key(tenant_id, current.url)),
+            GuardModel.owner == current.callback_id,
+        )
+        if not tx.commit():
+            return
+        _backoff(attempt)
+    raise Contended(name)
+
+
+def disable(tenant_id: str, name: str, callback_id: str, reason: str) -> None:
+    """Stop delivering (the receiver answered 410 Gone) until the client updates the callback."""
+    try:
+        NotificationCallbackModel(tenant_id, name).update(
+            actions=[NotificationCallbackModel.disabled_reason.set(reason)],
+            condition=NotificationCallbackModel.callback_id == callback_id,
+        )
+    except UpdateError as exc:
+        if exc.cause_response_code != "ConditionalCheckFailedException":
+            raise
+
+
+# --- subscriptions ------------------------------------------------------------------------
+
+
+def subscription_spec(record: NotificationSubscriptionModel) -> SubscriptionSpec:
+    return SubscriptionSpec(
+        record.name,
+        record.callback_name,
+        tuple(record.event_names or ()),
+        tuple(record.campaign_names or ()),
+    )
+
+
+def get_subscription(tenant_id: str, name: str) -> NotificationSubscriptionModel | None:
+    try:
+        return NotificationSubscriptionModel.get(tenant_id, name, consistent_read=True)
+    except DoesNotExist:
+        return None
+
+
+def list_subscriptions(tenant_id: str) -> Iterator[NotificationSubscriptionModel]:
+    """The tenant's subscriptions: one consistent Query, so a subscription created a moment
+    ago already receives the next event."""
+    yield from NotificationSubscriptionModel.query(tenant_id, consistent_read=True)
+
+
+def subscriptions_of(tenant_id: str, callback_name: str) -> list[NotificationSubscriptionModel]:
+    return [s for s in list_subscriptions(tenant_id) if s.callback_name == callback_name]
+
+
+def subscription_names(tenant_id: str, callback_name: str) -> list[str]:
+    return [s.name for s in subscriptions_of(tenant_id, callback_name)]
+
+
+def _count(
+    tx: _Tx, label: str, tenant_id: str, callback: NotificationCallbackModel, delta: int
+) -> None:
+    tx.update(
+        label,
+        NotificationCallbackModel(tenant_id, callback.name),
+        [NotificationCallbackModel.subscription_count.add(delta)],
+        NotificationCallbackModel.callback_id == callback.callback_id,
+    )
+
+
+def create_subscription(
+    tenant_id: str, spec: SubscriptionSpec, now: datetime
+) -> NotificationSubscriptionModel:
+    """Subscription + its callback's count in one transaction.
+
+    Raises NameTaken (checked first) or CallbackMissing."""
+    for attempt in range(_MAX_ATTEMPTS):
+        callback = get_callback(tenant_id, spec.callback_name)
+        if callback is None:
+            if get_subscription(tenant_id, spec.name) is not None:
+                raise NameTaken(spec.name)
+            raise CallbackMissing(spec.callback_name)
+        record = NotificationSubscriptionModel(
+            tenant_id,
+            spec.name,
+            callback_name=spec.callback_name,
+            callback_id=callback.callback_id,
+            event_names=list(spec.event_names),
+            campaign_names=list(spec.campaign_names),
+            version=1,
+            created_at=fmt(now),
+            updated_at=fmt(now),
+        )
+        tx = _Tx()
+        tx.put("record", record, NotificationSubscriptionModel.name.does_not_exist())
+        _count(tx, "callback", tenant_id, callback, 1)
+        failed = tx.commit()
+        if not failed:
+            return record
+        if "record" in failed:
+            raise NameTaken(spec.name)
+        _backoff(attempt)  # the callback was deleted or recreated meanwhile: look again
+    raise Contended(spec.name)
+
+
+def update_subscription(
+    current: NotificationSubscriptionModel, spec: SubscriptionSpec, now: datetime
+) -> NotificationSubscriptionModel:
+    """Apply ``spec``; moving to another callback moves one count between the two callbacks.
+
+    Raises CallbackMissing, or Changed when the subscription changed or went since read."""
+    tenant_id = current.tenant_id
+    callback_id = current.callback_id
+    target: NotificationCallbackModel | None = None
+    if spec.callback_name != current.callback_name:
+        target = get_callback(tenant_id, spec.callback_name)
+        if target is None:
+            raise CallbackMissing(spec.callback_name)
+        callback_id = target.callback_id
+    version = int(current.version)
+    tx = _Tx()
+    tx.update(
+        "record",
+        NotificationSubscriptionModel(tenant_id, current.name),
+        [
+            NotificationSubscriptionModel.callback_name.set(spec.callback_name),
+            NotificationSubscriptionModel.callback_id.set(callback_id),
+            NotificationSubscriptionModel.event_names.set(list(spec.event_names)),
+            NotificationSubscriptionModel.campaign_names.set(list(spec.campaign_names)),
+            NotificationSubscriptionModel.version.set(version + 1),
+            NotificationSubscriptionModel.updated_at.set(fmt(now)),
+        ],
+        NotificationSubscriptionModel.version == version,
+    )
+    if target is not None:
+        old = NotificationCallbackModel(
+            tenant_id, current.callback_name, callback_id=current.callback_id
+        )
+        _count(tx, "old_callback", tenant_id, old, -1)
+        _count(tx, "callback", tenant_id, target, 1)
+    failed = tx.commit()
+    if failed:
+        raise Changed(current.name)
+    fresh = get_subscription(tenant_id, current.name)
+    if fresh is None:
+        raise Changed(current.name)
+    return fresh
+
+
+def delete_subscription(tenant_id: str, name: str) -> None:
+    """Raises NotFound. The callback's count drops in the same transaction."""
+    for attempt in range(_MAX_ATTEMPTS):
+        current = get_subscription(tenant_id, name)
+        if current is None:
+            raise NotFound(name)
+        tx = _Tx()
+        tx.delete(
+            "record",
+            NotificationSubscriptionModel(tenant_id, name),
+            NotificationSubscriptionModel.version == int(current.version),
+        )
+        old = NotificationCallbackModel(
+            tenant_id, current.callback_name, callback_id=current.callback_id
+        )
+        _count(tx, "callback", tenant_id, old, -1)
+        if not tx.commit():
+            return
+        _backoff(attempt)
+    raise Contended(name)
+
+
+# --- the buffer ---------------------------------------------------------------------------
+
+
+def buffer_key(tenant_id: str, callback_id: str) -> str:
+    return f"{tenant_id}#{callback_id}"
+
+
+def item_key(at_ms: int, event_id: str) -> str:
+    return f"{at_ms:015d}#{event_id}"
+
+
+@dataclass(frozen=True)
+class Buffered:
+    item_key: str
+    event_id: str
+    body: str  # the event object, JSON
+
+
+def put_buffered(tenant_id: str, callback_id: str, item: Buffered) -> None:
+    NotificationBufferModel(
+        buffer_key(tenant_id, callback_id), item.item_key, event_id=item.event_id, body=item.body
+    ).save()
+
+
+def put_buffered_many(tenant_id: str, callback_id: str, items: Sequence[Buffered]) -> None:
+    """Batch writes (25 a call): for bulk loads in tests and benchmarks."""
+    key = buffer_key(tenant_id, callback_id)
+    with NotificationBufferModel.batch_write() as batch:
+        for item in items:
+            batch.save(
+                NotificationBufferModel(key, item.item_key, event_id=item.event_id, body=item.body)
+            )
+
+
+def _as_buffered(row: NotificationBufferModel) -> Buffered:
+    return Buffered(row.item_key, row.event_id or "", row.body or "null")
+
+
+def oldest(tenant_id: str, callback_id: str, limit: int) -> list[Buffered]:
+    rows = NotificationBufferModel.query(
+        buffer_key(tenant_id, callback_id),
+        range_key_condition=NotificationBufferModel.item_key >= _ITEMS_FROM,
+        consistent_read=True,
+        limit=limit,
+        page_size=limit,
+    )
+    return [_as_buffered(row) for row in rows]
+
+
+def get_buffered(tenant_id: str, callback_id: str, keys: Sequence[str]) -> list[Buffered]:
+    """The given items that are still buffered, in key order."""
+    key = buffer_key(tenant_id, callback_id)
+    found: dict[str, Buffered] = {}
+    for start in range(0, len(keys), 100):
+        for row in NotificationBufferModel.batch_get([(key, k) for k in keys[start : start + 100]]):
+            found[row.item_key] = _as_buffered(row)
+    return [found[k] for k in sorted(found)]
+
+
+def remove_buffered(tenant_id: str, callback_id: str, keys: Sequence[str]) -> None:
+    key = buffer_key(tenant_id, callback_id)
+    with NotificationBufferModel.batch_write() as batch:
+        for k in keys:
+            batch.delete(NotificationBufferModel(key, k))
+
+
+def buffer_state(tenant_id: str, callback_id: str) -> NotificationBufferModel | None:
+    try:
+        return NotificationBufferModel.get(
+            buffer_key(tenant_id, callback_id), STATE_KEY, consistent_read=True
+        )
+    except DoesNotExist:
+        return None
+
+
+def _conditional_update(row: NotificationBufferModel, actions: list[Any], condition: Any) -> bool:
+    try:
+        row.update(actions=actions, condition=condition)
+    except UpdateError as exc:
+        if exc.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def mark_flush(tenant_id: str, callback_id: str, flush_at: float, seen: float | None) -> bool:
+    """Record that a flush due at ``flush_at`` was sent, unless another writer moved the marker
+    since we read ``seen`` (then theirs stands; both flushes are harmless)."""
+    condition = (
+        NotificationBufferModel.flush_at.does_not_exist()
+        if seen is None
+        else NotificationBufferModel.flush_at == seen
+    )
+    row = NotificationBufferModel(buffer_key(tenant_id, callback_id), STATE_KEY)
+    return _conditional_update(row, [NotificationBufferModel.flush_at.set(flush_at)], condition)
+
+
+def set_pending(
+    tenant_id: str, callback_id: str, delivery_id: str, keys: Sequence[str], owner: str
+) -> bool:
+    """Claim the next batch for flush ``owner``: False when a batch is already pending."""
+    row = NotificationBufferModel(buffer_key(tenant_id, callback_id), STATE_KEY)
+    return _conditional_update(
+        row,
+        [
+            NotificationBufferModel.pending_delivery.set(delivery_id),
+            NotificationBufferModel.pending_items.set(list(keys)),
+            NotificationBufferModel.pending_owner.set(owner),
+        ],
+        NotificationBufferModel.pending_delivery.does_not_exist(),
+    )
+
+
+def clear_pending(tenant_id: str, callback_id: str, delivery_id: str) -> bool:
+    """The batch's items are gone from the buffer: the next batch may be cut."""
+    row = NotificationBufferModel(buffer_key(tenant_id, callback_id), STATE_KEY)
+    return _conditional_update(
+        row,
+        [
+            NotificationBufferModel.pending_delivery.remove(),
+            NotificationBufferModel.pending_items.remove(),
+            NotificationBufferModel.pending_owner.remove(),
+        ],
+        NotificationBufferModel.pending_delivery == delivery_id,
+    )
+
+
+def encode_event(event_object: dict[str, Any]) -> str:
+    return json.dumps(event_object, separators=(",", ":"))
