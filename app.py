@@ -9,6 +9,7 @@ from chalice.app import CloudWatchEvent, SQSEvent
 
 from chalicelib.api import admin, campaign, events, health
 from chalicelib.api import callnotify as callnotify_api
+from chalicelib.api import notification as notification_api
 from chalicelib.api.errors import error_middleware
 from chalicelib.delivery import engine
 from chalicelib.queues import delivery_queue
@@ -21,6 +22,7 @@ app.register_blueprint(health.bp)
 app.register_blueprint(admin.bp)
 app.register_blueprint(campaign.bp)
 app.register_blueprint(events.bp)
+app.register_blueprint(notification_api.bp)
 app.register_blueprint(callnotify_api.bp)
 
 _QUEUE = delivery_queue()
