@@ -95,7 +95,10 @@ def publish_event() -> Response:
         registry.validate_event(event_type, selection, payload)
     except ValueError as exc:
         field, _, why = str(exc).partition(": ")
-        raise _invalid(f"payload.{field}" if why else "payload", str(exc)) from exc
+        top_level = field in ("selection", "event_type", "campaign_id")
+        raise _invalid(
+            field if top_level else f"payload.{field}" if why else "payload", str(exc)
+        ) from exc
     key = bp.current_request.headers.get("idempotency-key")
     if key is not None and (not key.strip() or len(key) > 255):
         raise _invalid("Idempotency-Key", "Idempotency-Key must be 1-255 characters")
