@@ -31,11 +31,20 @@ def parse_zoned(value: object) -> datetime:
         raise BadTimestamp(str(exc)) from exc
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise BadTimestamp("a zone designator (Z or +HH:MM) is required")
-    return parsed.astimezone(UTC).replace(microsecond=0)
+    try:
+        return parsed.astimezone(UTC).replace(microsecond=0)
+    except OverflowError as exc:  # 0001-01-01T00:00+05:30 is before datetime.min in UTC
+        raise BadTimestamp("out of range") from exc
 
 
 def fmt(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime(FORMAT)
+    """``FORMAT`` with the year always 4 digits: ``strftime("%Y")`` writes year 422 as "422",
+    which sorts after "2026" and would break every string comparison of instants."""
+    utc = moment.astimezone(UTC)
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}"
+        f"T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}Z"
+    )
 
 
 def parse_stored(value: str) -> datetime:
