@@ -7,6 +7,7 @@ from typing import Any
 from chalice import Chalice, Rate
 from chalice.app import CloudWatchEvent, SQSEvent
 
+from chalicelib import logs
 from chalicelib.api import admin, campaign, events, health
 from chalicelib.api import callnotify as callnotify_api
 from chalicelib.api import notification as notification_api
@@ -16,6 +17,7 @@ from chalicelib.queues import delivery_queue
 
 app = Chalice(app_name="ringback")
 app.debug = False  # never a traceback in a response, whatever the stage
+logs.configure(app.log)  # JSON lines for app.log and every ringback.* module logger
 app.register_middleware(error_middleware, "http")
 
 app.register_blueprint(health.bp)

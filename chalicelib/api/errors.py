@@ -11,11 +11,14 @@ whose path was called, so a client never sees a traceback or a foreign error sha
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from chalice import Response
 from chalice.app import ChaliceUnhandledError, Request
+
+from chalicelib import logs
 
 log = logging.getLogger("ringback.api")
 
@@ -71,8 +74,47 @@ def _request_path(request: Request) -> str:
     return str(context.get("resourcePath") or getattr(request, "path", "") or "")
 
 
+_ID_PARAMS = {  # path parameter -> log field
+    "company_id": "tenant_id",
+    "customer_id": "tenant_id",
+    "tenant_id": "tenant_id",
+    "event_id": "event_id",
+    "delivery_id": "delivery_id",
+    "callback_id": "callback_id",
+}
+
+
 def error_middleware(request: Request, get_response: Callable[[Request], Response]) -> Response:
-    """App-wide HTTP middleware: family errors through, everything else in the family's shape."""
+    """App-wide HTTP middleware: the request's log context (the ids its path names; ingest
+    binds the event it creates) and one access line per request around ``_family_errors``."""
+    path = _request_path(request)
+    params = getattr(request, "uri_params", None) or {}
+    ids = {_ID_PARAMS[n]: str(v)[:64] for n, v in params.items() if n in _ID_PARAMS and v}
+    context = getattr(request, "context", None) or {}
+    started = time.monotonic()
+    with logs.scope(
+        clear=True,
+        stage="api",
+        method=request.method,
+        route=path,
+        request_id=context.get("requestId"),
+        **ids,
+    ):
+        response = _family_errors(request, get_response)
+        status = response.status_code
+        log.log(
+            logging.ERROR if status >= 500 else logging.INFO,
+            "%s %s -> %s",
+            request.method,
+            path,
+            status,
+            extra={"status": status, "duration_ms": int((time.monotonic() - started) * 1000)},
+        )
+    return response
+
+
+def _family_errors(request: Request, get_response: Callable[[Request], Response]) -> Response:
+    """Family errors through, everything else in the family's shape."""
     try:
         response = get_response(request)
     except ApiError as exc:

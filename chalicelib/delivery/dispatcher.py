@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chalicelib import settings
+from chalicelib import logs, settings
 from chalicelib.delivery import queue, registry, senders
 from chalicelib.delivery.registry import HttpOutbound, Skip, StreamOutbound
 from chalicelib.domain.retry import FINAL, AttemptResult, Decision, Status, decide, use_backup
@@ -42,6 +42,7 @@ def handle_deliver(message: dict[str, Any]) -> None:
     if token is None:
         _not_claimed(delivery_id, attempt_no)
         return
+    logs.bind(tenant_id=record.tenant_id, event_id=record.event_id, delivery_id=delivery_id)
     try:
         _attempt(record, token, attempt_no, timeout)
     except Exception:
@@ -82,6 +83,7 @@ def _attempt(record: DeliveryModel, token: str, attempt_no: int, timeout: float)
     fam = registry.family(record.family)
     outbound = fam.prepare(record, attempt_no, use_backup(attempt_no))
     if isinstance(outbound, Skip):
+        log.info("skipped: %s", outbound.reason, extra={"family": record.family})
         if deliveries.finish_without_attempt(
             record, Status.SKIPPED, outbound.reason, fmt(utcnow())
         ):
@@ -91,6 +93,13 @@ def _attempt(record: DeliveryModel, token: str, attempt_no: int, timeout: float)
     url, result = _send(outbound, record, timeout)
     decision = decide(result, attempt_no, settings.retry_schedule())
     _record(record, token, attempt_no, url, result, decision)
+    log.info(
+        "attempt %s: %s -> %s",
+        attempt_no,
+        f"HTTP {result.status_code}" if result.status_code is not None else result.error,
+        decision.status.value,
+        extra={"family": record.family, "target_id": record.target_id, "attempt": attempt_no},
+    )
     if decision.target_gone:
         fam.target_gone(record, decision.reason or "gone")
     else:

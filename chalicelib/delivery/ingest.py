@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 
 from pynamodb.exceptions import PutError
 
+from chalicelib import logs
 from chalicelib.delivery import queue, registry
 from chalicelib.delivery.dispatcher import deliver_message
 from chalicelib.delivery.registry import PublishedEvent, Target
@@ -26,6 +28,8 @@ from chalicelib.domain.timeutil import fmt, utcnow
 from chalicelib.storage import deliveries
 from chalicelib.storage.deliveries import EventModel, NewDelivery
 from chalicelib.storage.guards import GuardModel, read_guard
+
+log = logging.getLogger("ringback.ingest")
 
 IDEMPOTENCY_SECONDS = 24 * 3600
 
@@ -77,8 +81,10 @@ def publish(
         if owner != event_id:
             existing = deliveries.get_event(owner)
             if existing is not None:
+                logs.bind(tenant_id=tenant_id, event_id=owner)
                 return _resume(existing)
             event_id, fresh = owner, False  # the first request died before recording the event
+    logs.bind(tenant_id=tenant_id, event_id=event_id)  # until the caller's log scope ends
     event = PublishedEvent(
         event_id=event_id,
         tenant_id=tenant_id,
@@ -125,6 +131,13 @@ def publish(
     record.save()
     queue.send_now([deliver_message(rec.delivery_id, 1) for rec in records])
     record.update(actions=[EventModel.fanned_out.set(True)])
+    log.info(
+        "event %s accepted: %s deliveries, %s buffered",
+        event_type,
+        len(records),
+        buffered,
+        extra={"delivery_ids": [rec.delivery_id for rec in records][:50]},
+    )
     return Published(event_id, len(records) + buffered)
 
 

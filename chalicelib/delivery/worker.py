@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from chalicelib import logs
 from chalicelib.delivery import queue, registry
 
 log = logging.getLogger("ringback.worker")
@@ -45,13 +46,24 @@ def process(message: dict[str, Any]) -> None:
     registry.kind(str(message["kind"])).handle(message)
 
 
+_LOGGED_IDS = ("tenant_id", "event_id", "delivery_id", "callback_id", "attempt")
+
+
+def _ids(message: dict[str, Any]) -> dict[str, Any]:
+    """The ids a work message carries, for every log line written while it runs."""
+    return {name: message.get(name) for name in _LOGGED_IDS}
+
+
 def _run(record: dict[str, Any]) -> str | None:
     message_id = str(record.get("messageId", ""))
-    try:
-        process(_message(record))
-    except Exception:
-        log.exception("work message %s failed; SQS will deliver it again", message_id)
-        return message_id
+    with logs.scope(clear=True, stage="dispatch", message_id=message_id):
+        try:
+            message = _message(record)
+            logs.bind(kind=message.get("kind"), **_ids(message))
+            process(message)
+        except Exception:
+            log.exception("work message %s failed; SQS will deliver it again", message_id)
+            return message_id
     return None
 
 
@@ -70,11 +82,15 @@ def handle_batch(records: list[dict[str, Any]]) -> list[str]:
 def handle_dead_letters(records: list[dict[str, Any]]) -> None:
     """Messages SQS gave up on: let their kind record the failure where users can see it."""
     for record in records:
-        try:
-            message = _message(record)
-        except ValueError:
-            log.error(
-                "unreadable dead letter %s dropped: %r", record.get("messageId"), record.get("body")
-            )
-            continue
-        registry.kind(str(message["kind"])).dead_letter(message)
+        with logs.scope(clear=True, stage="dead_letter", message_id=record.get("messageId")):
+            try:
+                message = _message(record)
+            except ValueError:
+                log.error(
+                    "unreadable dead letter %s dropped: %r",
+                    record.get("messageId"),
+                    record.get("body"),
+                )
+                continue
+            logs.bind(kind=message.get("kind"), **_ids(message))
+            registry.kind(str(message["kind"])).dead_letter(message)
