@@ -4,6 +4,17 @@ Starts the embedded AWS (moto, serialised) on loopback, creates every table/queu
 app's own definitions, serves the Chalice API on ``127.0.0.1:$PORT`` and runs the loops that on
 AWS are Lambda triggers: an SQS poller feeding the very same dispatcher handler, and a sweep every
 second calling the very same scheduler handler. Ctrl-C stops everything.
+
+Options for fault-injection runs (``make soak``, docs/soak.md); ``make run`` uses none of them:
+
+- ``--env NAME=VALUE`` (repeatable) overrides a variable *after* the stage's values from
+  ``.chalice/config.json`` are loaded (the stage would otherwise win over the process
+  environment), e.g. ``--env RINGBACK_RETRY_SCHEDULE=1,1,2 --env RINGBACK_HTTP_TIMEOUT=1``.
+- ``--visibility-timeout S`` sets the delivery queue's SQS visibility timeout (default 120 s from
+  ``chalicelib/queues.py``), so a killed worker's in-flight messages come back sooner.
+- ``--no-worker`` serves the API and the embedded AWS only; ``--worker-only --aws-url URL`` runs
+  only the worker, dead-letter and sweep loops against that embedded AWS. Together they are the
+  Lambda split of AWS: the worker process can be killed and restarted while the state survives.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ import time
 import requests
 
 
-def _prepare_env(admin_key: str, aws_url: str) -> None:
+def _prepare_env(admin_key: str, aws_url: str, overrides: dict[str, str]) -> None:
     from devstack.stage import FAKE_CREDENTIALS, stage_environment
 
     for name in list(os.environ):
@@ -28,8 +39,43 @@ def _prepare_env(admin_key: str, aws_url: str) -> None:
             del os.environ[name]
     os.environ.update(FAKE_CREDENTIALS)
     os.environ.update(stage_environment("local"))
+    os.environ.update(overrides)
     os.environ["AWS_ENDPOINT_URL"] = aws_url
     os.environ["RINGBACK_ADMIN_KEY_HASH"] = hashlib.sha256(admin_key.encode()).hexdigest()
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """``["A=1", "B=x,y"]`` -> ``{"A": "1", "B": "x,y"}``; a pair without ``=`` is an error."""
+    found: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--env takes NAME=VALUE, got {pair!r}")
+        found[name.strip()] = value
+    return found
+
+
+def _set_visibility(seconds: int) -> None:
+    import boto3
+
+    boto3.client("sqs").set_queue_attributes(
+        QueueUrl=os.environ["RINGBACK_DELIVERY_QUEUE_URL"],
+        Attributes={"VisibilityTimeout": str(seconds)},
+    )
+
+
+def _attach_resources() -> None:
+    """Export the queue URLs and key id of resources another process created (--worker-only)."""
+    import boto3
+
+    from chalicelib.queues import delivery_queue
+    from devstack.resources import KMS_ALIAS
+
+    sqs = boto3.client("sqs")
+    spec = delivery_queue()
+    os.environ["RINGBACK_DELIVERY_QUEUE_URL"] = sqs.get_queue_url(QueueName=spec.name)["QueueUrl"]
+    os.environ["RINGBACK_DELIVERY_DLQ_URL"] = sqs.get_queue_url(QueueName=spec.dlq_name)["QueueUrl"]
+    os.environ["RINGBACK_KMS_KEY_ID"] = KMS_ALIAS
 
 
 def _wait_ready(base_url: str, timeout: float = 30.0) -> None:
@@ -44,37 +90,7 @@ def _wait_ready(base_url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"the API did not become ready at {base_url}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    parser.add_argument(
-        "--aws-port", type=int, default=int(os.environ.get("RINGBACK_AWS_PORT", "0"))
-    )
-    args = parser.parse_args(argv)
-
-    from devstack.embedded_aws import EmbeddedAws
-
-    admin_key = os.environ.get("RINGBACK_ADMIN_KEY") or "rbk_admin_" + secrets.token_urlsafe(24)
-    aws = EmbeddedAws(port=args.aws_port)
-    aws_url = aws.start()
-    _prepare_env(admin_key, aws_url)
-
-    from devstack import resources
-
-    resources.create_all()
-
-    from devstack.loops import Loops
-    from devstack.server import ApiServer
-
-    api = ApiServer(port=args.port)
-    api.start()
-    loops = Loops()
-    loops.start()
-    base_url = f"http://127.0.0.1:{args.port}"
-    _wait_ready(base_url)
-    print(f"Ringback local stack ready\n  API:        {base_url}\n  admin key:  {admin_key}")
-    print(f"  embedded AWS: {aws_url}\nPress Ctrl-C to stop.", flush=True)
-
+def _wait_for_signal() -> None:
     stop = threading.Event()
 
     def _stop(signum: int, frame: object) -> None:
@@ -84,6 +100,77 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     stop.wait()
     print("stopping...", flush=True)
+
+
+def _worker_only(aws_url: str, overrides: dict[str, str]) -> int:
+    _prepare_env("rbk_admin_" + secrets.token_urlsafe(24), aws_url, overrides)
+    _attach_resources()
+
+    from devstack.loops import Loops
+
+    loops = Loops()
+    loops.start()
+    print(f"Ringback worker ready (pid {os.getpid()}) on {aws_url}", flush=True)
+    _wait_for_signal()
+    loops.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument(
+        "--aws-port", type=int, default=int(os.environ.get("RINGBACK_AWS_PORT", "0"))
+    )
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="override a variable"
+    )
+    parser.add_argument("--visibility-timeout", type=int, metavar="SECONDS")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--no-worker", action="store_true", help="API and embedded AWS only")
+    mode.add_argument("--worker-only", action="store_true", help="loops only, needs --aws-url")
+    parser.add_argument("--aws-url", help="the embedded AWS of a --no-worker process")
+    args = parser.parse_args(argv)
+    try:
+        overrides = parse_overrides(args.env)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.worker_only:
+        if not args.aws_url:
+            parser.error("--worker-only needs --aws-url")
+        return _worker_only(args.aws_url, overrides)
+
+    from devstack.embedded_aws import EmbeddedAws
+
+    admin_key = os.environ.get("RINGBACK_ADMIN_KEY") or "rbk_admin_" + secrets.token_urlsafe(24)
+    aws = EmbeddedAws(port=args.aws_port)
+    aws_url = aws.start()
+    _prepare_env(admin_key, aws_url, overrides)
+
+    from devstack import resources
+
+    resources.create_all()
+    if args.visibility_timeout is not None:
+        _set_visibility(args.visibility_timeout)
+
+    from devstack.loops import Loops
+    from devstack.server import ApiServer
+
+    api = ApiServer(port=args.port)
+    api.start()
+    loops = Loops()
+    if not args.no_worker:
+        loops.start()
+    base_url = f"http://127.0.0.1:{args.port}"
+    _wait_ready(base_url)
+    print(f"Ringback local stack ready\n  API:        {base_url}\n  admin key:  {admin_key}")
+    print(f"  embedded AWS: {aws_url}\nPress Ctrl-C to stop.", flush=True)
+    if args.no_worker:
+        print(f"  no worker: start one with --worker-only --aws-url {aws_url}", flush=True)
+
+    _wait_for_signal()
     loops.stop()
     api.stop()
     aws.stop()
