@@ -1,0 +1,673 @@
+"""``make soak``: 1,000 events against the running local stack, receivers failing 30 % of the time,
+then the same with the worker process SIGKILLed mid-batch. Nothing may be lost.
+
+Run 1 (``faults``) starts the stack as ``make run`` does (one process). Run 2 (``kill``) starts it
+split (``devstack.run --no-worker`` + ``--worker-only``), SIGKILLs the worker while receivers
+are answering (twice by default) and starts a new one each time. Both runs: create a tenant and
+key through the admin API, register campaign callbacks for five event types (three with a
+``backup_url``) at two loopback receivers (``bench/soak_receiver.py``), publish the events through
+``POST /events`` from a thread pool (a unique ``soak_id`` and ``Idempotency-Key`` each), poll
+``GET /events/{id}`` until every delivery is final or the deadline passes, then read every
+``GET /deliveries/{id}`` and compare it with what the receivers saw.
+
+Definitions (docs/soak.md):
+
+- *lost*: an accepted delivery that at the end is neither delivered, failed, skipped nor
+  retrying, i.e. its record is missing from its event or still ``pending`` after the deadline;
+- *duplicate send*: a receiver processed (meant to answer 2xx) the same ``webhook-id`` again;
+- *backup switch*: a delivery whose attempts 1-3 failed at the primary URL and whose attempt 4
+  went to the backup URL. Any other pattern (backup before attempt 4, primary after it, an
+  attempt after a success) is a *violation*.
+
+Exit status 1 when anything is lost, a rule is violated, a delivery is marked delivered that no
+receiver answered, or a send follows a recorded success. Duplicates are reported, not failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench.soak_receiver import FaultyReceiver, Receipt
+from bench.soak_stack import Stack
+
+FINAL = ("delivered", "failed", "skipped")
+
+# (event type, content type, has a backup URL)
+EVENT_TYPES: tuple[tuple[str, str, bool], ...] = (
+    ("soak.call.started", "application/json", True),
+    ("soak.call.ended", "application/json", True),
+    ("soak.sms.received", "application/x-www-form-urlencoded", False),
+    ("soak.voicemail", "application/xml", True),
+    ("soak.recording", "application/json", False),
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    events: int
+    fail_rate: float
+    schedule: str
+    http_timeout: float
+    visibility: int
+    deadline: float
+    publishers: int
+    kills: tuple[float, ...]
+    seed: int
+
+
+@dataclass(frozen=True)
+class Registration:
+    event_type: str
+    primary: str
+    backup: str | None
+
+
+@dataclass
+class Tenant:
+    tenant_id: str
+    headers: dict[str, str]
+    registrations: dict[str, Registration] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    event_id: str
+    event_type: str
+    deliveries: int
+
+
+_local = threading.local()
+
+
+def _session() -> requests.Session:
+    if not hasattr(_local, "session"):
+        _local.session = requests.Session()
+    session: requests.Session = _local.session
+    return session
+
+
+# ------------------------------------------------------------------------------------- set-up
+
+
+def create_tenant(stack: Stack) -> Tenant:
+    admin = stack.admin_headers()
+    made = requests.post(
+        f"{stack.base_url}/admin/tenants", headers=admin, json={"name": "soak"}, timeout=30
+    )
+    made.raise_for_status()
+    tenant_id = made.json()["tenant_id"]
+    key = requests.post(
+        f"{stack.base_url}/admin/tenants/{tenant_id}/keys",
+        headers=admin,
+        json={"role": "OWNER"},
+        timeout=30,
+    )
+    key.raise_for_status()
+    headers = {"Authorization": f"Bearer {key.json()['key']}", "Content-Type": "application/json"}
+    return Tenant(tenant_id, headers)
+
+
+def register(stack: Stack, tenant: Tenant, primary: FaultyReceiver, backup: FaultyReceiver) -> None:
+    base = f"{stack.base_url}/companies/{tenant.tenant_id}/campaigns/config/callbacks"
+    for event_type, content_type, with_backup in EVENT_TYPES:
+        body: dict[str, Any] = {
+            "event_type": event_type,
+            "destination_url": primary.url(event_type),
+            "content_type": content_type,
+        }
+        if with_backup:
+            body["backup_url"] = backup.url(event_type)
+        created = requests.post(base, headers=tenant.headers, json=body, timeout=30)
+        created.raise_for_status()
+        secret = created.json()["signing_secret"]
+        primary.trust(event_type, secret)
+        backup.trust(event_type, secret)
+        tenant.registrations[event_type] = Registration(
+            event_type, primary.url(event_type), body.get("backup_url")
+        )
+
+
+# ------------------------------------------------------------------------------------- publish
+
+
+@dataclass
+class Published:
+    accepted: list[Accepted]
+    refused: list[str]
+    client_retries: int
+    seconds: float
+
+
+def _publish_one(stack: Stack, tenant: Tenant, run: str, n: int) -> tuple[Accepted | None, int]:
+    """One event; retried (same Idempotency-Key, so never twice) on a connection error or 5xx."""
+    event_type = EVENT_TYPES[n % len(EVENT_TYPES)][0]
+    soak_id = f"{run}-{n:05d}"
+    body = {"event_type": event_type, "payload": {"soak_id": soak_id, "n": n}}
+    headers = {**tenant.headers, "Idempotency-Key": soak_id}
+    retries = 0
+    for _ in range(5):
+        try:
+            answer = _session().post(
+                f"{stack.base_url}/events", headers=headers, json=body, timeout=30
+            )
+        except requests.RequestException:
+            retries += 1
+            time.sleep(0.5)
+            continue
+        if answer.status_code == 202:
+            data = answer.json()
+            return Accepted(data["event_id"], event_type, int(data["deliveries"])), retries
+        if answer.status_code < 500:
+            return None, retries
+        retries += 1
+        time.sleep(0.5)
+    return None, retries
+
+
+def publish_all(stack: Stack, tenant: Tenant, run: str, options: Options) -> Published:
+    started = time.monotonic()
+    accepted: list[Accepted] = []
+    refused: list[str] = []
+    retries = 0
+    with ThreadPoolExecutor(options.publishers, thread_name_prefix="publish") as pool:
+        results = pool.map(lambda n: _publish_one(stack, tenant, run, n), range(options.events))
+        for n, (outcome, tries) in enumerate(results):
+            retries += tries
+            if outcome is None:
+                refused.append(f"{run}-{n:05d}")
+            else:
+                accepted.append(outcome)
+    return Published(accepted, refused, retries, time.monotonic() - started)
+
+
+# ------------------------------------------------------------------------------------- wait
+
+
+@dataclass
+class Waited:
+    deliveries: dict[str, list[dict[str, Any]]]  # event id -> [{delivery_id, status, ...}]
+    seconds: float
+    rounds: int
+    not_final_events: int
+
+
+def _event_state(stack: Stack, tenant: Tenant, event_id: str) -> list[dict[str, Any]] | None:
+    try:
+        answer = _session().get(
+            f"{stack.base_url}/events/{event_id}", headers=tenant.headers, timeout=30
+        )
+    except requests.RequestException:
+        return None
+    if answer.status_code != 200:
+        return None
+    found: list[dict[str, Any]] = answer.json()["deliveries"]
+    return found
+
+
+def wait_final(stack: Stack, tenant: Tenant, accepted: list[Accepted], deadline: float) -> Waited:
+    """Poll the events whose deliveries are not all final yet, until none is or time is up."""
+    started = time.monotonic()
+    expected = {a.event_id: a.deliveries for a in accepted}
+    seen: dict[str, list[dict[str, Any]]] = {}
+    open_ids = set(expected)
+    rounds = 0
+    with ThreadPoolExecutor(8, thread_name_prefix="poll") as pool:
+        while open_ids:
+            rounds += 1
+            ids = sorted(open_ids)
+            for event_id, state in zip(
+                ids, pool.map(lambda e: _event_state(stack, tenant, e), ids), strict=True
+            ):
+                if state is None:
+                    continue
+                seen[event_id] = state
+                if len(state) >= expected[event_id] and all(d["status"] in FINAL for d in state):
+                    open_ids.discard(event_id)
+            if not open_ids or time.monotonic() - started > deadline:
+                break
+            time.sleep(2.0)
+    return Waited(seen, time.monotonic() - started, rounds, len(open_ids))
+
+
+def fetch_deliveries(stack: Stack, tenant: Tenant, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    def one(delivery_id: str) -> tuple[str, dict[str, Any] | None]:
+        for _ in range(3):
+            try:
+                answer = _session().get(
+                    f"{stack.base_url}/deliveries/{delivery_id}", headers=tenant.headers, timeout=30
+                )
+            except requests.RequestException:
+                continue
+            if answer.status_code == 200:
+                return delivery_id, answer.json()
+        return delivery_id, None
+
+    with ThreadPoolExecutor(8, thread_name_prefix="fetch") as pool:
+        return {k: v for k, v in pool.map(one, sorted(ids)) if v is not None}
+
+
+# ------------------------------------------------------------------------------------- kill
+
+
+@dataclass(frozen=True)
+class Kill:
+    at_receipts: int
+    receiver_requests_open: int
+    queue: dict[str, int]
+    pid: int
+    seconds_into_run: float
+
+
+class Killer(threading.Thread):
+    """SIGKILLs the worker when the receivers have seen each fraction of the expected
+    deliveries and at least one request is open at a receiver (a send is in flight)."""
+
+    def __init__(
+        self,
+        stack: Stack,
+        receivers: list[FaultyReceiver],
+        total: int,
+        fractions: tuple[float, ...],
+    ) -> None:
+        super().__init__(name="killer", daemon=True)
+        self.kills: list[Kill] = []
+        self._stack = stack
+        self._receivers = receivers
+        self._thresholds = [int(total * f) for f in fractions]
+        self._began = time.monotonic()
+        self._stop_event = threading.Event()
+
+    def _receipts(self) -> int:
+        return sum(len(r.receipts) for r in self._receivers)
+
+    def _open(self) -> int:
+        return sum(r.in_flight for r in self._receivers)
+
+    def run(self) -> None:
+        for threshold in self._thresholds:
+            while not self._stop_event.is_set() and self._receipts() < threshold:
+                time.sleep(0.01)
+            waited = time.monotonic()
+            while not self._stop_event.is_set() and self._open() == 0:
+                if time.monotonic() - waited > 5:
+                    break
+                time.sleep(0.002)
+            if self._stop_event.is_set():
+                return
+            receipts, open_requests = self._receipts(), self._open()
+            pid = self._stack.kill_worker()
+            queue = self._stack.queue_depth()
+            self.kills.append(
+                Kill(receipts, open_requests, queue, pid, time.monotonic() - self._began)
+            )
+            print(
+                f"  SIGKILL worker pid {pid} after {receipts} receiver requests, "
+                f"{open_requests} open at the receivers; queue {queue}",
+                flush=True,
+            )
+            if self._stop_event.wait(1.0):
+                return  # the run is over: nothing to restart
+            self._stack.start_worker()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+# ------------------------------------------------------------------------------------- analysis
+
+
+def _ok(attempt: dict[str, Any]) -> bool:
+    code = attempt.get("status_code")
+    return isinstance(code, int) and 200 <= code < 300
+
+
+def check_attempts(reg: Registration, record: dict[str, Any]) -> tuple[bool, bool]:
+    """(switched to backup after exactly 3 primary failures, rule broken)."""
+    attempts = record["attempts"]
+    broken = False
+    for index, attempt in enumerate(attempts):
+        expected_url = reg.backup if (reg.backup and index >= 3) else reg.primary
+        if attempt["url"] != expected_url:
+            broken = True
+        if _ok(attempt) and index != len(attempts) - 1:
+            broken = True  # an attempt after a success
+    if record["status"] == "delivered" and not (attempts and _ok(attempts[-1])):
+        broken = True
+    switched = (
+        reg.backup is not None
+        and len(attempts) >= 4
+        and all(a["url"] == reg.primary and not _ok(a) for a in attempts[:3])
+        and attempts[3]["url"] == reg.backup
+    )
+    return switched, broken
+
+
+@dataclass
+class Figures:
+    run: str
+    events_published: int
+    events_accepted: int
+    events_refused: int
+    publish_client_retries: int
+    publish_seconds: float
+    deliveries_expected: int
+    delivered: int = 0
+    failed: int = 0
+    skipped: int = 0
+    failure_reasons: dict[str, int] = field(default_factory=dict)
+    retrying_at_end: int = 0
+    pending_at_end: int = 0
+    missing: int = 0
+    lost: int = 0
+    attempts_recorded: int = 0
+    attempt_outcomes: dict[str, int] = field(default_factory=dict)
+    receiver_requests: int = 0
+    receiver_behaviours: dict[str, int] = field(default_factory=dict)
+    deliveries_with_backup: int = 0
+    backup_switches: int = 0
+    backup_rule_violations: int = 0
+    duplicate_sends: int = 0
+    duplicate_deliveries: int = 0
+    duplicates_by_cause: dict[str, int] = field(default_factory=dict)
+    delivered_without_receipt: int = 0
+    bad_signatures: int = 0
+    receiver_crashes: int = 0
+    unknown_webhook_ids: int = 0
+    drain_seconds: float = 0.0
+    total_seconds: float = 0.0
+    kills: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return (
+            self.lost == 0
+            and self.backup_rule_violations == 0
+            and self.delivered_without_receipt == 0
+            and self.duplicates_by_cause.get("after a recorded success", 0) == 0
+        )
+
+
+def _duplicates(receipts: list[Receipt], record: dict[str, Any] | None) -> tuple[int, Counter[str]]:
+    """Extra processed sends of one delivery, with why each happened."""
+    causes: Counter[str] = Counter()
+    recorded = {i + 1: a for i, a in enumerate(record["attempts"])} if record else {}
+    previous: Receipt | None = None
+    extra = 0
+    for receipt in sorted(receipts, key=lambda r: r.at):
+        if not receipt.processed:
+            continue
+        if previous is not None:
+            extra += 1
+            earlier = recorded.get(previous.attempt)
+            if previous.attempt == receipt.attempt:
+                causes["same attempt sent again (worker killed before recording it)"] += 1
+            elif earlier is None:
+                causes["earlier attempt never recorded"] += 1
+            elif _ok(earlier):
+                causes["after a recorded success"] += 1
+            else:
+                causes["answer not heard (receiver answered after the timeout)"] += 1
+        previous = receipt
+    return extra, causes
+
+
+def analyse(
+    run: str,
+    tenant: Tenant,
+    published: Published,
+    waited: Waited,
+    records: dict[str, dict[str, Any]],
+    receipts: list[Receipt],
+) -> Figures:
+    figures = Figures(
+        run=run,
+        events_published=len(published.accepted) + len(published.refused),
+        events_accepted=len(published.accepted),
+        events_refused=len(published.refused),
+        publish_client_retries=published.client_retries,
+        publish_seconds=round(published.seconds, 1),
+        deliveries_expected=sum(a.deliveries for a in published.accepted),
+        drain_seconds=round(waited.seconds, 1),
+    )
+    by_webhook: dict[str, list[Receipt]] = defaultdict(list)
+    for receipt in receipts:
+        by_webhook[receipt.webhook_id].append(receipt)
+    figures.receiver_requests = len(receipts)
+    figures.receiver_behaviours = dict(Counter(r.behaviour for r in receipts))
+    figures.bad_signatures = sum(1 for r in receipts if not r.signature_ok)
+    causes: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    known: set[str] = set()
+    for event in published.accepted:
+        listed = waited.deliveries.get(event.event_id, [])
+        figures.missing += max(0, event.deliveries - len(listed))
+        reg = tenant.registrations[event.event_type]
+        for entry in listed:
+            delivery_id = entry["delivery_id"]
+            known.add(delivery_id)
+            record = records.get(delivery_id)
+            status = record["status"] if record else entry["status"]
+            if status == "delivered":
+                figures.delivered += 1
+            elif status == "failed":
+                figures.failed += 1
+                reasons[str(record.get("failure_reason") if record else None)] += 1
+            elif status == "skipped":
+                figures.skipped += 1
+            elif status == "retrying":
+                figures.retrying_at_end += 1
+            else:
+                figures.pending_at_end += 1
+            mine = by_webhook.get(delivery_id, [])
+            extra, why = _duplicates(mine, record)
+            figures.duplicate_sends += extra
+            figures.duplicate_deliveries += 1 if extra else 0
+            causes.update(why)
+            if record is None:
+                continue
+            figures.attempts_recorded += len(record["attempts"])
+            outcomes.update(
+                f"HTTP {a['status_code']}" if a.get("status_code") else str(a.get("error"))
+                for a in record["attempts"]
+            )
+            if reg.backup:
+                figures.deliveries_with_backup += 1
+            switched, broken = check_attempts(reg, record)
+            figures.backup_switches += 1 if switched else 0
+            figures.backup_rule_violations += 1 if broken else 0
+            if status == "delivered":
+                last = len(record["attempts"])
+                if not any(r.attempt == last and r.behaviour in ("ok", "slow") for r in mine):
+                    figures.delivered_without_receipt += 1
+    figures.lost = figures.missing + figures.pending_at_end
+    figures.duplicates_by_cause = dict(causes)
+    figures.attempt_outcomes = dict(outcomes.most_common())
+    figures.failure_reasons = dict(reasons)
+    figures.unknown_webhook_ids = sum(1 for w in by_webhook if w not in known)
+    return figures
+
+
+# ------------------------------------------------------------------------------------- runs
+
+
+def soak_run(run: str, *, split: bool, options: Options, log_dir: Path) -> Figures:
+    started = time.monotonic()
+    overrides = {
+        "RINGBACK_RETRY_SCHEDULE": options.schedule,
+        "RINGBACK_HTTP_TIMEOUT": str(options.http_timeout),
+    }
+    primary = FaultyReceiver(
+        "primary",
+        fail_rate=options.fail_rate,
+        late_after=options.http_timeout + 0.5,
+        seed=options.seed,
+    )
+    backup = FaultyReceiver(
+        "backup",
+        fail_rate=options.fail_rate,
+        late_after=options.http_timeout + 0.5,
+        seed=options.seed + 1,
+    )
+    stack = Stack(split=split, overrides=overrides, visibility=options.visibility, log_dir=log_dir)
+    killer: Killer | None = None
+    try:
+        stack.start()
+        tenant = create_tenant(stack)
+        register(stack, tenant, primary, backup)
+        print(
+            f"  stack up, tenant and 5 callbacks registered in {time.monotonic() - started:.1f} s"
+        )
+        if split and options.kills:
+            killer = Killer(stack, [primary, backup], options.events, options.kills)
+            killer.start()
+        published = publish_all(stack, tenant, run, options)
+        print(
+            f"  published {len(published.accepted)} events in {published.seconds:.1f} s; "
+            "waiting for every delivery to be final",
+            flush=True,
+        )
+        waited = wait_final(stack, tenant, published.accepted, options.deadline)
+        if killer is not None:
+            killer.stop()
+            killer.join(timeout=30)
+        ids = [d["delivery_id"] for state in waited.deliveries.values() for d in state]
+        print(
+            f"  drained in {waited.seconds:.1f} s ({waited.rounds} polling rounds); "
+            f"reading {len(ids)} delivery records",
+            flush=True,
+        )
+        fetched = time.monotonic()
+        records = fetch_deliveries(stack, tenant, ids)
+        print(f"  read {len(records)} records in {time.monotonic() - fetched:.1f} s", flush=True)
+        receipts = primary.snapshot() + backup.snapshot()
+        crashes = primary.crashes + backup.crashes
+    finally:
+        if killer is not None:
+            killer.stop()
+            killer.join(timeout=30)  # never leave it starting a worker after the stop
+        stack.stop()
+        primary.stop()
+        backup.stop()
+    figures = analyse(run, tenant, published, waited, records, receipts)
+    figures.total_seconds = round(time.monotonic() - started, 1)
+    figures.receiver_crashes = crashes
+    if killer is not None:
+        figures.kills = [k.__dict__ for k in killer.kills]
+    return figures
+
+
+def show(figures: Figures, title: str) -> None:
+    rows: list[tuple[str, Any]] = [
+        ("events published", figures.events_published),
+        ("events accepted (202)", figures.events_accepted),
+        ("events refused", figures.events_refused),
+        ("publish client retries", figures.publish_client_retries),
+        ("publish time (s)", figures.publish_seconds),
+        ("deliveries expected", figures.deliveries_expected),
+        ("delivered", figures.delivered),
+        ("failed (dead-lettered)", figures.failed),
+        ("  by reason", figures.failure_reasons),
+        ("skipped", figures.skipped),
+        ("still retrying at the deadline", figures.retrying_at_end),
+        ("LOST (must be 0)", figures.lost),
+        ("  of which missing records", figures.missing),
+        ("  of which still pending", figures.pending_at_end),
+        ("attempts recorded", figures.attempts_recorded),
+        ("  by outcome", figures.attempt_outcomes),
+        ("requests seen by receivers", figures.receiver_requests),
+        ("  by behaviour", figures.receiver_behaviours),
+        ("deliveries to registrations with backup_url", figures.deliveries_with_backup),
+        ("backup-URL switches after exactly 3 primary failures", figures.backup_switches),
+        ("backup/attempt rule violations (must be 0)", figures.backup_rule_violations),
+        ("duplicate sends seen by receivers", figures.duplicate_sends),
+        ("  deliveries with a duplicate", figures.duplicate_deliveries),
+        ("  by cause", figures.duplicates_by_cause),
+        ("delivered with no 2xx at a receiver (must be 0)", figures.delivered_without_receipt),
+        ("bad signatures", figures.bad_signatures),
+        ("receiver crashes (a soak bug if not 0)", figures.receiver_crashes),
+        ("unknown webhook-ids", figures.unknown_webhook_ids),
+        ("drain time after publishing (s)", figures.drain_seconds),
+        ("run time (s)", figures.total_seconds),
+    ]
+    if figures.kills:
+        rows.append(("worker kills", len(figures.kills)))
+    print(f"\n== {title}")
+    for name, value in rows:
+        print(f"  {name:<54} {value}")
+    print("  json:", json.dumps(figures.__dict__, sort_keys=True), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--fail-rate", type=float, default=0.30)
+    parser.add_argument("--schedule", default="1,1,2,2", help="RINGBACK_RETRY_SCHEDULE")
+    parser.add_argument("--http-timeout", type=float, default=1.0)
+    parser.add_argument(
+        "--visibility", type=int, default=40, help="SQS visibility timeout of the work queue (s)"
+    )
+    parser.add_argument("--deadline", type=float, default=300.0, help="drain bound per run (s)")
+    parser.add_argument("--publishers", type=int, default=16)
+    parser.add_argument(
+        "--kills", default="0.25,0.6", help="kill the worker at these fractions of the receipts"
+    )
+    parser.add_argument("--seed", type=int, default=8)
+    parser.add_argument("--runs", choices=("both", "faults", "kill"), default="both")
+    args = parser.parse_args(argv)
+    options = Options(
+        events=args.events,
+        fail_rate=args.fail_rate,
+        schedule=args.schedule,
+        http_timeout=args.http_timeout,
+        visibility=args.visibility,
+        deadline=args.deadline,
+        publishers=args.publishers,
+        kills=tuple(float(f) for f in args.kills.split(",") if f.strip()),
+        seed=args.seed,
+    )
+    log_dir = Path(tempfile.mkdtemp(prefix="ringback-soak-"))
+    print(
+        f"soak: {options.events} events, receivers failing {options.fail_rate:.0%}, retry "
+        f"schedule {options.schedule} s, HTTP timeout {options.http_timeout} s, visibility "
+        f"{options.visibility} s; stack logs in {log_dir}",
+        flush=True,
+    )
+    results: list[Figures] = []
+    if args.runs in ("both", "faults"):
+        print("\n-- run 1: faults (one stack process, as make run)", flush=True)
+        (log_dir / "run1").mkdir()
+        figures = soak_run("faults", split=False, options=options, log_dir=log_dir / "run1")
+        show(figures, "run 1: receivers failing at random")
+        results.append(figures)
+    if args.runs in ("both", "kill"):
+        print("\n-- run 2: faults + worker SIGKILLed mid-batch (split stack)", flush=True)
+        (log_dir / "run2").mkdir()
+        figures = soak_run("kill", split=True, options=options, log_dir=log_dir / "run2")
+        show(figures, "run 2: receivers failing at random, worker killed and restarted")
+        results.append(figures)
+    print("\n== verdict")
+    for figures in results:
+        verdict = "OK" if figures.healthy else "BROKEN"
+        print(
+            f"  {figures.run:<7} lost {figures.lost}, violations "
+            f"{figures.backup_rule_violations}, duplicates {figures.duplicate_sends} -> {verdict}"
+        )
+    return 0 if all(f.healthy for f in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
