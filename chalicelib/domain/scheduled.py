@@ -22,11 +22,12 @@ listed in ``docs/scheduled-errors.md``.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Literal, get_args
 from urllib.parse import urlsplit
 
@@ -39,8 +40,11 @@ ERROR_STATUS: dict[str, int] = {
     # common to every function of the API
     "api_key_absent": 401,
     "api_key_invalid": 401,
+    "api_key_forbidden": 403,
     "response_format_invalid": 400,
     "callback_not_found": 404,
+    "method_not_allowed": 405,
+    "unsupported_media_type": 415,
     "internal_error": 500,
     # create
     "callback_url_absent": 400,
@@ -58,6 +62,11 @@ ERROR_STATUS: dict[str, int] = {
     "callback_repeat_interval_invalid": 400,
     "callback_repeat_count_invalid": 400,
     "callback_repeat_until_invalid": 400,
+    "callback_url_forbidden": 400,
+    # list
+    "state_invalid": 400,
+    "limit_invalid": 400,
+    "cursor_invalid": 400,
 }
 """Every error key this API returns and its HTTP status (the registry ``ScheduleError`` uses)."""
 
@@ -133,6 +142,9 @@ class CreateRequest:
     callback_time: datetime
     repeat: Repeat | None
     api_call_parameters: dict[str, str] = field(default_factory=dict)
+    offset_seconds: int = 0
+    """The UTC offset ``callback_time`` was written in: month and year repeats follow the
+    client's calendar at that (fixed) offset, see :func:`anchor_at`."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -326,15 +338,27 @@ def parse_create(params: Mapping[str, str], now: datetime) -> CreateRequest:
         raise ScheduleError("callback_time_invalid") from None
     if precise < now:
         raise ScheduleError("callback_time_expired")
+    offset = precise.utcoffset()
+    offset_seconds = int(offset.total_seconds()) if offset is not None else 0
 
-    repeat = _parse_repeat(params, callback_time)
+    repeat = _parse_repeat(params, anchor_at(callback_time, offset_seconds))
     echoed = {name: value for name, value in params.items() if name != "api_key"}
     return CreateRequest(
         callback_url=callback_url,
         callback_time=callback_time,
         repeat=repeat,
         api_call_parameters=echoed,
+        offset_seconds=offset_seconds,
     )
+
+
+def anchor_at(callback_time: datetime, offset_seconds: int) -> datetime:
+    """``callback_time`` (any aware datetime) seen at the client's fixed UTC offset: the anchor
+    :func:`fire_time` and :func:`next_fire` take, so "monthly from Jan 31 23:30 -05:00" stays on
+    the client's month ends rather than UTC's (Feb 1 04:30Z). A fixed offset knows no daylight
+    saving time: the wall-clock hour may move by one across a DST change."""
+    _require_aware(callback_time, "callback_time")
+    return callback_time.astimezone(timezone(timedelta(seconds=offset_seconds)))
 
 
 def _parse_repeat(params: Mapping[str, str], callback_time: datetime) -> Repeat | None:
@@ -539,3 +563,63 @@ def _next_interval_slot(
         return fire_time(anchor, repeat, k)
     except OverflowError:
         return None
+
+
+# --------------------------------------------------------------------------- states, list
+
+State = Literal["scheduled", "firing", "completed", "failed", "cancelled"]
+STATES: tuple[str, ...] = get_args(State)
+"""A callback's life: ``scheduled`` (a firing is due at ``next_fire_at``), ``firing`` (the latest
+firing's request is in progress and nothing else is scheduled yet), then one of ``completed``
+(the series is over, its last firing was delivered), ``failed`` (its last firing failed, its
+receiver answered 410 Gone, or the scheduler could not process a firing) or ``cancelled``."""
+
+LIVE_STATES: tuple[str, ...] = ("scheduled", "firing")
+"""States in which a callback may still fire (and may be cancelled)."""
+
+DEFAULT_LIST_LIMIT = 50
+MAX_LIST_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class ListRequest:
+    """A validated ``list`` call: an optional state filter, a page size, where to start."""
+
+    state: str | None
+    limit: int
+    after: str | None  # the callback id the previous page ended with
+    api_call_parameters: dict[str, str] = field(default_factory=dict)
+
+
+def encode_cursor(callback_id: str) -> str:
+    """The opaque ``cursor`` a page hands back: the page's last callback id, packed."""
+    raw = bytes.fromhex(callback_id)
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The callback id inside a cursor; ``ScheduleError("cursor_invalid")`` for anything else."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{16}", cursor):
+        raise ScheduleError("cursor_invalid")
+    return base64.urlsafe_b64decode(cursor).hex()
+
+
+def parse_list(params: Mapping[str, str]) -> ListRequest:
+    """``list``: ``state`` (one of :data:`STATES`, case-sensitive), ``limit`` (1..100, default
+    50) and ``cursor`` (from the previous page's ``next_cursor``), checked in that order."""
+    parse_response_format(params)
+    require_api_key(params)
+    state = _get(params, "state")
+    if state is not None and state not in STATES:
+        raise ScheduleError("state_invalid")
+    limit = DEFAULT_LIST_LIMIT
+    raw_limit = _get(params, "limit")
+    if raw_limit is not None:
+        parsed = _positive_int(raw_limit)
+        if parsed is None or parsed > MAX_LIST_LIMIT:
+            raise ScheduleError("limit_invalid")
+        limit = parsed
+    raw_cursor = _get(params, "cursor")
+    after = decode_cursor(raw_cursor) if raw_cursor is not None else None
+    echoed = {name: value for name, value in params.items() if name != "api_key"}
+    return ListRequest(state=state, limit=limit, after=after, api_call_parameters=echoed)

@@ -105,15 +105,18 @@ def test_error_carries_key_and_http_status(key, status):
 def test_unregistered_error_key_needs_an_explicit_status():
     with pytest.raises(ValueError, match="callback_tme_expired"):
         ScheduleError("callback_tme_expired")
-    assert ScheduleError("callback_url_forbidden", status=400).status == 400
+    assert ScheduleError("callback_url_misspelt", status=400).status == 400
 
 
 def test_every_bad_input_key_is_400_and_only_auth_lookup_conflict_internal_differ():
     special = {
         "api_key_absent": 401,
         "api_key_invalid": 401,
+        "api_key_forbidden": 403,
         "callback_not_found": 404,
+        "method_not_allowed": 405,
         "callback_already_exists": 409,
+        "unsupported_media_type": 415,
         "internal_error": 500,
     }
     for key, status in ERROR_STATUS.items():
