@@ -15,6 +15,7 @@ from chalicelib.storage.notification import (
     NotificationCallbackModel,
     NotificationSubscriptionModel,
 )
+from chalicelib.storage.scheduled import ScheduledCallbackModel
 from chalicelib.storage.tenants import ApiKeyModel, TenantModel
 
 ALL_MODELS: list[type[Model]] = [
@@ -28,6 +29,7 @@ ALL_MODELS: list[type[Model]] = [
     NotificationCallbackModel,
     NotificationSubscriptionModel,
     NotificationBufferModel,
+    ScheduledCallbackModel,
     CallNotifierModel,
 ]
 

@@ -1,0 +1,412 @@
+"""Scheduled callbacks in DynamoDB, and the conditional writes behind their rules.
+
+One item per callback (partition: the tenant, sort key: the callback id). Callback ids start
+with the creation time in milliseconds (hex), so a tenant's partition, and the ``by_tenant_state``
+index (partition ``<tenant>#<state>``, same sort key), list callbacks oldest first and page with
+a plain ``callback_id > <last seen>`` key condition: ``list`` is always one Query, with or
+without a state filter.
+
+Rules and how DynamoDB holds them:
+
+- Duplicates (same instant + same URL per account): a guard item
+  ``sched-dup#<tenant>#<epoch>#<sha256(url)>`` put with ``attribute_not_exists`` in the same
+  transaction as the callback, so of N concurrent identical creates exactly one commits.
+  Cancelling releases the guard (same transaction), so the same call can be made again.
+- Nothing scheduled is lost: the first firing's work message is written to the ``due_items``
+  table in that same transaction (an outbox). The API then hands it to SQS at once when it is due
+  within SQS's 15-minute delay limit; if the process dies first, the sweeper hands it over.
+- Firing ``k`` starts with a conditional update (``state = scheduled AND fired_count = k``), so
+  duplicate or late work messages, overlapping workers and a concurrent cancel can never start a
+  firing twice or start one after a cancel. Every later state change is conditional as well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets as pysecrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from chalicelib.domain import scheduled as rules
+from chalicelib.domain.timeutil import fmt, parse_stored
+from chalicelib.storage import due, secrets
+from chalicelib.storage.base import cancelled_by_condition, make_meta, transaction
+from chalicelib.storage.due import DueItemModel
+from chalicelib.storage.guards import GuardModel
+
+SCHEDULED, FIRING, COMPLETED, FAILED, CANCELLED = rules.STATES
+GUARD_GRACE_SECONDS = 24 * 3600
+"""A duplicate guard outlives its callback's time by a day (then DynamoDB's TTL removes it; a
+create for a past time is refused anyway, so an expired guard can never be needed)."""
+
+
+class ByTenantState(GlobalSecondaryIndex["ScheduledCallbackModel"]):
+    """``list?state=``: one tenant's callbacks in one state, oldest first."""
+
+    class Meta:
+        index_name = "by_tenant_state"
+        projection = AllProjection()
+
+    tenant_state = UnicodeAttribute(hash_key=True)
+    callback_id = UnicodeAttribute(range_key=True)
+
+
+class ScheduledCallbackModel(Model):
+    Meta = make_meta("scheduled_callbacks")
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    callback_id = UnicodeAttribute(range_key=True)
+    callback_url = UnicodeAttribute()
+    callback_time = UnicodeAttribute()  # the anchor, UTC, whole seconds
+    offset_seconds = NumberAttribute(default=0)  # the client's UTC offset, for month arithmetic
+    repeat_type = UnicodeAttribute(null=True)  # None: a one-time callback
+    repeat_unit = UnicodeAttribute(null=True)
+    repeat_interval = NumberAttribute(null=True)
+    repeat_count = NumberAttribute(null=True)
+    repeat_until = UnicodeAttribute(null=True)
+    state = UnicodeAttribute()
+    tenant_state = UnicodeAttribute()
+    fired_count = NumberAttribute(default=0)  # firings started
+    next_fire_at = UnicodeAttribute(null=True)  # when firing number fired_count is due
+    last_fired_at = UnicodeAttribute(null=True)
+    last_status = UnicodeAttribute(null=True)  # final status of the latest finished firing
+    last_status_firing = NumberAttribute(null=True)  # which firing (1-based) that was
+    failure_reason = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+    secret_enc = BinaryAttribute(legacy_encoding=False)
+    duplicate_key = UnicodeAttribute()
+
+    by_tenant_state = ByTenantState()
+
+    @property
+    def repeat(self) -> rules.Repeat | None:
+        if self.repeat_type is None or self.repeat_unit is None or self.repeat_interval is None:
+            return None
+        return rules.Repeat(
+            type="interval" if self.repeat_type == "interval" else "immediate",
+            unit=self.repeat_unit,
+            interval=int(self.repeat_interval),
+            count=int(self.repeat_count) if self.repeat_count is not None else None,
+            until=parse_stored(self.repeat_until) if self.repeat_until else None,
+        )
+
+    @property
+    def anchor(self) -> datetime:
+        """``callback_time`` at the client's offset (see ``rules.anchor_at``)."""
+        return rules.anchor_at(parse_stored(self.callback_time), int(self.offset_seconds))
+
+
+class AlreadyExists(Exception):
+    """Another callback of the account has the same time and URL."""
+
+
+@dataclass(frozen=True)
+class Created:
+    record: ScheduledCallbackModel
+    signing_secret: str
+    outbox: DueItemModel  # the first firing's work message, already stored
+
+
+def new_callback_id(now_epoch: float) -> str:
+    """24 hex characters: creation time in ms (11) + 52 random bits (13), so ids sort by age."""
+    return f"{int(now_epoch * 1000):011x}"[-11:] + pysecrets.token_hex(7)[:13]
+
+
+def duplicate_key(tenant_id: str, callback_time: datetime, callback_url: str) -> str:
+    """Same instant (whatever offset it was written in) and byte-identical URL."""
+    digest = hashlib.sha256(callback_url.encode("utf-8")).hexdigest()
+    return f"sched-dup#{tenant_id}#{int(callback_time.timestamp())}#{digest}"
+
+
+def secret_context(tenant_id: str, callback_id: str) -> dict[str, str]:
+    return {"tenant": tenant_id, "owner": callback_id}
+
+
+def signing_secret(record: ScheduledCallbackModel) -> str:
+    return secrets.decrypt(record.secret_enc, secret_context(record.tenant_id, record.callback_id))
+
+
+def fire_message(
+    tenant_id: str, callback_id: str, firing: int, repeat_type: str | None
+) -> dict[str, Any]:
+    """The scheduler's work message: start firing number ``firing`` (0-based) of a callback.
+
+    ``series`` (``once``, ``interval``, ``immediate``; never changes) tells the handler whether
+    it must read the callback before starting the firing (only ``interval`` computes the next
+    time then); the others start with the conditional update alone.
+    """
+    return {
+        "kind": "fire",
+        "tenant_id": tenant_id,
+        "callback_id": callback_id,
+        "firing": firing,
+        "series": repeat_type or "once",
+    }
+
+
+def fire_item_id(callback_id: str, firing: int) -> str:
+    """Stable per firing, so a repeated hand-over lands on the same due item."""
+    return f"fire.{callback_id}.{firing}"
+
+
+def _outbox_item(message: dict[str, Any], due_at: float, item_id: str) -> DueItemModel:
+    """The due item ``queue.send_at`` would write (same bucket, key and message encoding)."""
+    body = json.dumps({**message, "due_at": due_at}, separators=(",", ":"), sort_keys=True)
+    return DueItemModel(
+        f"{due.minute_of(due_at)}#{due.shard_of(item_id)}",
+        f"{int(due_at * 1000):015d}#{item_id}",
+        due_at=due_at,
+        message=body,
+    )
+
+
+def create(tenant_id: str, request: rules.CreateRequest, now: datetime) -> Created:
+    """Store a callback, its duplicate guard and its first firing, all or nothing.
+
+    Raises ``AlreadyExists`` when the guard is held by another callback.
+    """
+    callback_id = new_callback_id(time.time())  # ``now`` is whole seconds: too coarse here
+    repeat = request.repeat
+    key = duplicate_key(tenant_id, request.callback_time, request.callback_url)
+    secret = secrets.new_signing_secret()
+    record = ScheduledCallbackModel(
+        tenant_id,
+        callback_id,
+        callback_url=request.callback_url,
+        callback_time=fmt(request.callback_time),
+        offset_seconds=request.offset_seconds,
+        repeat_type=repeat.type if repeat else None,
+        repeat_unit=repeat.unit if repeat else None,
+        repeat_interval=repeat.interval if repeat else None,
+        repeat_count=repeat.count if repeat else None,
+        repeat_until=fmt(repeat.until) if repeat and repeat.until else None,
+        state=SCHEDULED,
+        tenant_state=f"{tenant_id}#{SCHEDULED}",
+        fired_count=0,
+        next_fire_at=fmt(request.callback_time),
+        created_at=fmt(now),
+        updated_at=fmt(now),
+        secret_enc=secrets.encrypt(secret, secret_context(tenant_id, callback_id)),
+        duplicate_key=key,
+    )
+    due_at = request.callback_time.timestamp()
+    outbox = _outbox_item(
+        fire_message(tenant_id, callback_id, 0, repeat.type if repeat else None),
+        due_at,
+        fire_item_id(callback_id, 0),
+    )
+    guard = GuardModel(
+        key, owner=callback_id, expires_at=int(due_at) + GUARD_GRACE_SECONDS, version=0
+    )
+    try:
+        with transaction() as tx:
+            tx.save(
+                guard,
+                condition=GuardModel.key.does_not_exist()
+                | (GuardModel.expires_at < int(now.timestamp())),
+            )
+            tx.save(record, condition=ScheduledCallbackModel.callback_id.does_not_exist())
+            tx.save(outbox)
+    except TransactWriteError as exc:
+        if cancelled_by_condition(exc, index=0):
+            raise AlreadyExists(key) from exc
+        raise
+    return Created(record, secret, outbox)
+
+
+def get(
+    tenant_id: str, callback_id: str, *, consistent: bool = True
+) -> ScheduledCallbackModel | None:
+    try:
+        return ScheduledCallbackModel.get(tenant_id, callback_id, consistent_read=consistent)
+    except DoesNotExist:
+        return None
+
+
+def list_page(
+    tenant_id: str, state: str | None, limit: int, after: str | None
+) -> tuple[list[ScheduledCallbackModel], str | None]:
+    """One page, oldest first, and the id to continue after (None on the last page).
+
+    One Query: on the table for all states, on ``by_tenant_state`` for one state (that index is
+    eventually consistent, like every GSI: a callback that just changed state may show up under
+    its old state for a moment). It asks for one item more than the page to know whether another
+    page follows, so the last page never comes with a cursor to an empty one.
+    """
+    condition: Any = None
+    if state is None:
+        if after is not None:
+            condition = ScheduledCallbackModel.callback_id > after
+        results = ScheduledCallbackModel.query(
+            tenant_id, range_key_condition=condition, limit=limit + 1, consistent_read=True
+        )
+    else:
+        if after is not None:
+            condition = ByTenantState.callback_id > after
+        results = ScheduledCallbackModel.by_tenant_state.query(
+            f"{tenant_id}#{state}", range_key_condition=condition, limit=limit + 1
+        )
+    found = list(results)
+    if len(found) > limit:
+        return found[:limit], found[limit - 1].callback_id
+    return found, None
+
+
+def _state_actions(record: ScheduledCallbackModel, state: str, now: datetime) -> list[Any]:
+    return [
+        ScheduledCallbackModel.state.set(state),
+        ScheduledCallbackModel.tenant_state.set(f"{record.tenant_id}#{state}"),
+        ScheduledCallbackModel.updated_at.set(fmt(now)),
+    ]
+
+
+def _conditional_update(
+    record: ScheduledCallbackModel, actions: Sequence[Any], condition: Any
+) -> bool:
+    try:
+        record.update(actions=list(actions), condition=condition)
+    except UpdateError as exc:
+        if exc.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def start_firing(
+    record: ScheduledCallbackModel,
+    firing: int,
+    *,
+    state: str,
+    next_fire_at: datetime | None,
+    now: datetime,
+) -> bool:
+    """Firing ``firing`` (0-based) starts: only if the callback is scheduled and exactly
+    ``firing`` firings have started. ``state``/``next_fire_at`` say what follows it: another
+    firing already scheduled (interval series) or ``firing`` (nothing yet)."""
+    actions = [
+        *_state_actions(record, state, now),
+        ScheduledCallbackModel.fired_count.set(firing + 1),
+        ScheduledCallbackModel.last_fired_at.set(fmt(now)),
+        ScheduledCallbackModel.next_fire_at.set(fmt(next_fire_at))
+        if next_fire_at
+        else ScheduledCallbackModel.next_fire_at.remove(),
+    ]
+    condition = (ScheduledCallbackModel.state == SCHEDULED) & (
+        ScheduledCallbackModel.fired_count == firing
+    )
+    return _conditional_update(record, actions, condition)
+
+
+def record_outcome(
+    record: ScheduledCallbackModel, firing: int, status: str, reason: str | None, now: datetime
+) -> bool:
+    """``last_status`` follows the latest firing that finished: an older firing finishing late
+    (its retries outlasted the next firing) does not overwrite a newer one's outcome."""
+    number = firing + 1
+    actions: list[Any] = [
+        ScheduledCallbackModel.last_status.set(status),
+        ScheduledCallbackModel.last_status_firing.set(number),
+        ScheduledCallbackModel.updated_at.set(fmt(now)),
+    ]
+    if reason:
+        actions.append(ScheduledCallbackModel.failure_reason.set(reason))
+    condition = ScheduledCallbackModel.callback_id.exists() & (
+        ScheduledCallbackModel.last_status_firing.does_not_exist()
+        | (ScheduledCallbackModel.last_status_firing < number)
+    )
+    return _conditional_update(record, actions, condition)
+
+
+def skeleton(tenant_id: str, callback_id: str) -> ScheduledCallbackModel:
+    """Just the key, for a conditional update that needs no read first (the condition decides;
+    PynamoDB fills the item in from the update's answer)."""
+    return ScheduledCallbackModel(tenant_id, callback_id)
+
+
+def finish_firing(
+    record: ScheduledCallbackModel,
+    firing: int,
+    *,
+    state: str,
+    next_fire_at: datetime | None,
+    status: str,
+    reason: str | None,
+    now: datetime,
+) -> bool:
+    """The latest firing (``firing``, 0-based) is over and nothing was scheduled after it: the
+    callback moves on to ``scheduled`` (an immediate repeat, due at ``next_fire_at``) or to
+    ``completed``/``failed``, and records the firing's outcome, in one write. Only from
+    ``firing`` with that firing the latest one."""
+    actions = [
+        *_state_actions(record, state, now),
+        ScheduledCallbackModel.next_fire_at.set(fmt(next_fire_at))
+        if next_fire_at
+        else ScheduledCallbackModel.next_fire_at.remove(),
+        ScheduledCallbackModel.last_status.set(status),
+        ScheduledCallbackModel.last_status_firing.set(firing + 1),
+    ]
+    if reason:
+        actions.append(ScheduledCallbackModel.failure_reason.set(reason))
+    condition = (ScheduledCallbackModel.state == FIRING) & (
+        ScheduledCallbackModel.fired_count == firing + 1
+    )
+    return _conditional_update(record, actions, condition)
+
+
+def mark_failed(record: ScheduledCallbackModel, reason: str, now: datetime) -> bool:
+    """Stop a live series for good (its receiver is gone, or the scheduler gave up on it)."""
+    actions = [
+        *_state_actions(record, FAILED, now),
+        ScheduledCallbackModel.failure_reason.set(reason),
+        ScheduledCallbackModel.next_fire_at.remove(),
+    ]
+    condition = ScheduledCallbackModel.state.is_in(*rules.LIVE_STATES)
+    return _conditional_update(record, actions, condition)
+
+
+def cancel(tenant_id: str, callback_id: str, now: datetime) -> ScheduledCallbackModel | None:
+    """Cancel a live callback and release its duplicate guard, in one transaction.
+
+    Returns the callback as it is afterwards (None when it does not exist). A callback that is
+    no longer live (already cancelled, completed or failed) is returned unchanged.
+    """
+    record = get(tenant_id, callback_id)
+    if record is None or record.state not in rules.LIVE_STATES:
+        return record
+    try:
+        with transaction() as tx:
+            tx.update(
+                record,
+                actions=[
+                    *_state_actions(record, CANCELLED, now),
+                    ScheduledCallbackModel.next_fire_at.remove(),
+                ],
+                condition=ScheduledCallbackModel.state.is_in(*rules.LIVE_STATES),
+            )
+            tx.delete(
+                GuardModel(record.duplicate_key),
+                condition=GuardModel.key.does_not_exist() | (GuardModel.owner == callback_id),
+            )
+    except TransactWriteError as exc:
+        if cancelled_by_condition(exc, index=0):  # it finished (or was cancelled) meanwhile
+            return get(tenant_id, callback_id)
+        if not cancelled_by_condition(exc, index=1):
+            raise
+        # The guard now belongs to another callback (only possible once ours expired): cancel
+        # without touching it.
+        _conditional_update(
+            record,
+            [*_state_actions(record, CANCELLED, now), ScheduledCallbackModel.next_fire_at.remove()],
+            ScheduledCallbackModel.state.is_in(*rules.LIVE_STATES),
+        )
+    return get(tenant_id, callback_id)
