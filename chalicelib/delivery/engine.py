@@ -10,6 +10,7 @@ from chalicelib.delivery import callnotify as _callnotify  # noqa: F401  (regist
 from chalicelib.delivery import campaign as _campaign  # noqa: F401  (registers the family)
 from chalicelib.delivery import dispatcher as _dispatcher  # noqa: F401  (registers "deliver")
 from chalicelib.delivery import notification as _notification  # noqa: F401  (registers the family)
+from chalicelib.delivery import scheduled as _scheduled  # noqa: F401  (family + "fire")
 from chalicelib.delivery import sweeper, worker
 
 
