@@ -11,6 +11,7 @@ from chalicelib import logs
 from chalicelib.api import admin, campaign, events, health
 from chalicelib.api import callnotify as callnotify_api
 from chalicelib.api import notification as notification_api
+from chalicelib.api import scheduled as scheduled_api
 from chalicelib.api.errors import error_middleware
 from chalicelib.delivery import engine
 from chalicelib.queues import delivery_queue
@@ -24,6 +25,7 @@ app.register_blueprint(health.bp)
 app.register_blueprint(admin.bp)
 app.register_blueprint(campaign.bp)
 app.register_blueprint(events.bp)
+app.register_blueprint(scheduled_api.bp)
 app.register_blueprint(notification_api.bp)
 app.register_blueprint(callnotify_api.bp)
 
