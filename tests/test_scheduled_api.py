@@ -50,6 +50,8 @@ def test_create_answers_the_seed_json_shape(client, make_tenant):
     assert body["api_call_parameters"] == echoed  # as received, and never the key
     assert isinstance(body["callback_id"], str) and len(body["callback_id"]) == 24
     assert body["signing_secret"].startswith("whsec_")
+    other = answer(call(client, "create", create_params(owner, callback_time=iso_in(61))))
+    assert other["signing_secret"] != body["signing_secret"]  # one secret per callback
     shown = answer(call(client, f"retrieve/{body['callback_id']}", {"api_key": owner.key}))
     assert shown["callback"]["callback_url"] == LOCAL + "?user=7&x=%26"
 

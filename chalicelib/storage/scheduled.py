@@ -31,14 +31,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from chalicelib.domain import scheduled as rules
 from chalicelib.domain.timeutil import fmt, parse_stored
-from chalicelib.storage import due, secrets
+from chalicelib.storage import due, scheduled_secrets
 from chalicelib.storage.base import cancelled_by_condition, make_meta, transaction
 from chalicelib.storage.due import DueItemModel
 from chalicelib.storage.guards import GuardModel
@@ -83,7 +83,6 @@ class ScheduledCallbackModel(Model):
     failure_reason = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
-    secret_enc = BinaryAttribute(legacy_encoding=False)
     duplicate_key = UnicodeAttribute()
 
     by_tenant_state = ByTenantState()
@@ -128,12 +127,9 @@ def duplicate_key(tenant_id: str, callback_time: datetime, callback_url: str) ->
     return f"sched-dup#{tenant_id}#{int(callback_time.timestamp())}#{digest}"
 
 
-def secret_context(tenant_id: str, callback_id: str) -> dict[str, str]:
-    return {"tenant": tenant_id, "owner": callback_id}
-
-
 def signing_secret(record: ScheduledCallbackModel) -> str:
-    return secrets.decrypt(record.secret_enc, secret_context(record.tenant_id, record.callback_id))
+    """The callback's own secret, derived from its account's master (``scheduled_secrets``)."""
+    return scheduled_secrets.signing_secret(record.tenant_id, record.callback_id)
 
 
 def fire_message(
@@ -178,7 +174,7 @@ def create(tenant_id: str, request: rules.CreateRequest, now: datetime) -> Creat
     callback_id = new_callback_id(time.time())  # ``now`` is whole seconds: too coarse here
     repeat = request.repeat
     key = duplicate_key(tenant_id, request.callback_time, request.callback_url)
-    secret = secrets.new_signing_secret()
+    secret = scheduled_secrets.signing_secret(tenant_id, callback_id)
     record = ScheduledCallbackModel(
         tenant_id,
         callback_id,
@@ -196,7 +192,6 @@ def create(tenant_id: str, request: rules.CreateRequest, now: datetime) -> Creat
         next_fire_at=fmt(request.callback_time),
         created_at=fmt(now),
         updated_at=fmt(now),
-        secret_enc=secrets.encrypt(secret, secret_context(tenant_id, callback_id)),
         duplicate_key=key,
     )
     due_at = request.callback_time.timestamp()
