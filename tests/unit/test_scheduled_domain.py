@@ -855,3 +855,51 @@ def test_render_refuses_what_it_cannot_represent():
         render({"success": 1, "obj": object()}, "json")
     with pytest.raises(ValueError):
         render({"success": 1, "when": datetime(2010, 1, 1)}, "json")
+
+
+# ------------------------------------------------------------------ list parameters, anchor
+
+
+def test_list_parameters_and_cursor_round_trip():
+    from chalicelib.domain.scheduled import decode_cursor, encode_cursor, parse_list
+
+    callback_id = "1a2080d743f2688609bac8b0"
+    cursor = encode_cursor(callback_id)
+    assert len(cursor) == 16 and callback_id not in cursor
+    assert decode_cursor(cursor) == callback_id
+    wanted = parse_list({"api_key": "k", "state": "failed", "limit": "7", "cursor": cursor})
+    assert (wanted.state, wanted.limit, wanted.after) == ("failed", 7, callback_id)
+    assert wanted.api_call_parameters == {"state": "failed", "limit": "7", "cursor": cursor}
+    assert parse_list({"api_key": "k", "state": "", "limit": ""}).limit == 50
+    for params, key in [
+        ({"state": "FAILED"}, "state_invalid"),
+        ({"limit": "100"}, None),
+        ({"limit": "101"}, "limit_invalid"),
+        ({"cursor": cursor[:-1]}, "cursor_invalid"),
+    ]:
+        if key is None:
+            parse_list({"api_key": "k", **params})
+            continue
+        with pytest.raises(ScheduleError) as caught:
+            parse_list({"api_key": "k", **params})
+        assert caught.value.key == key
+
+
+def test_create_keeps_the_clients_offset_for_calendar_repeats():
+    from chalicelib.domain.scheduled import anchor_at
+
+    params = base(
+        callback_time="2011-01-31T23:30:00-05:00",
+        callback_repeat="1",
+        callback_repeat_type="interval",
+        callback_repeat_interval_unit="months",
+        callback_repeat_interval="1",
+    )
+    request = parse_create(params, datetime(2011, 1, 1, tzinfo=UTC))
+    assert request.callback_time == datetime(2011, 2, 1, 4, 30, tzinfo=UTC)
+    assert request.offset_seconds == -5 * 3600
+    anchor = anchor_at(request.callback_time, request.offset_seconds)
+    assert request.repeat is not None
+    # Feb 28 23:30 at -05:00 (the client's month end), not Mar 1 04:30Z + 1 month
+    assert fire_time(anchor, request.repeat, 1) == datetime(2011, 3, 1, 4, 30, tzinfo=UTC)
+    assert fire_time(anchor, request.repeat, 2) == datetime(2011, 4, 1, 4, 30, tzinfo=UTC)
