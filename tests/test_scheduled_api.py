@@ -444,7 +444,10 @@ def test_method_media_type_and_internal_errors_keep_the_shape(
         headers={"Content-Type": "application/json"},
         body='{"callback_url": "x"}',
     )
-    assert (json_body.status_code, answer(json_body)["error"]) == (415, "unsupported_media_type")
+    assert (json_body.status_code, answer(json_body)) == (
+        415,
+        {"success": zero, "error": "unsupported_media_type"},
+    )
 
     from chalicelib.storage import scheduled as store
 

@@ -71,12 +71,14 @@ def _fail(exc: rules.ScheduleError, fmt: render.Format) -> ApiError:
 def _requested_format(request: Request | None) -> render.Format:
     """The caller's ``response_format`` if it is valid, else JSON; never raises (used while
     rendering an error that may have happened anywhere)."""
-    try:
-        if request is None:
-            return "json"
-        return rules.parse_response_format(_params(request))
-    except Exception:
+    if request is None:
         return "json"
+    for source in (_params, lambda r: dict(r.query_params or {})):
+        try:
+            return rules.parse_response_format(source(request))
+        except Exception:  # noqa: S112 - a body we cannot read: try the query alone
+            continue
+    return "json"
 
 
 def family_renderer(status: int, code: str, message: str) -> Response:
