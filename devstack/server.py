@@ -5,7 +5,13 @@ from __future__ import annotations
 import threading
 
 from chalice.config import Config
-from chalice.local import CustomLocalChalice, LocalChalice, LocalDevServer, ThreadedHTTPServer
+from chalice.local import (
+    ChaliceRequestHandler,
+    CustomLocalChalice,
+    LocalChalice,
+    LocalDevServer,
+    ThreadedHTTPServer,
+)
 
 from devstack.stage import stage_environment
 
@@ -16,6 +22,13 @@ class _Server(ThreadedHTTPServer):
 
     request_queue_size = 256
     daemon_threads = True
+
+
+class _Handler(ChaliceRequestHandler):
+    """Every method reaches the app (which answers 405 in its family's shape), as behind API
+    Gateway; ``chalice local`` itself answers TRACE and CONNECT with a bare 501."""
+
+    do_TRACE = do_CONNECT = ChaliceRequestHandler._generic_handle
 
 
 class ApiServer:
@@ -36,7 +49,9 @@ class ApiServer:
         # What chalice.local.create_local_server does, with our server class.
         CustomLocalChalice.__bases__ = (LocalChalice, app.__class__)
         app.__class__ = CustomLocalChalice
-        self._server = LocalDevServer(app, config, self._host, self._port, server_cls=_Server)
+        self._server = LocalDevServer(
+            app, config, self._host, self._port, handler_cls=_Handler, server_cls=_Server
+        )
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="api")
         self._thread.start()
 
