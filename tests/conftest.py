@@ -217,6 +217,17 @@ def local_stack() -> Iterator[LocalStack]:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    output: list[str] = []
+
+    def drain() -> None:
+        # A pipe nobody reads fills up and blocks the stack's logging (and then the stack).
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+
+    import threading
+
+    threading.Thread(target=drain, daemon=True).start()
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -227,7 +238,7 @@ def local_stack() -> Iterator[LocalStack]:
             pass
         if process.poll() is not None:
             raise RuntimeError(
-                f"local stack exited: {process.stdout.read() if process.stdout else ''}"
+                f"local stack exited: {''.join(output)}"
             )
         time.sleep(0.2)
     else:

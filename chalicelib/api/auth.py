@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from chalice.app import Request
 
-from chalicelib import settings
+from chalicelib import logs, settings
 from chalicelib.domain.access import Need, Principal, Role, may
 from chalicelib.domain.ids import is_id
 from chalicelib.storage import tenants
@@ -69,7 +69,10 @@ def principal_for_key(key: str | None) -> Principal:
 
 
 def authenticate(request: Request) -> Principal:
-    return principal_for_key(extract_key(request))
+    principal = principal_for_key(extract_key(request))
+    if "tenant_id" not in logs.current():  # the addressed tenant (from the path) wins
+        logs.bind(tenant_id=principal.tenant_id)
+    return principal
 
 
 @dataclass(frozen=True)
