@@ -54,7 +54,9 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
-            wbufsize = -1  # one send per response: no Nagle/delayed-ACK stall between header and body
+            wbufsize = (
+                -1
+            )  # one send per response: no Nagle/delayed-ACK stall between header and body
 
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -101,7 +103,10 @@ def receive_all(limit: int) -> list[dict[str, Any]]:
             break
         records.extend(sqs_event(got, "arn:aws:sqs:us-east-1:123456789012:bench")["Records"])
         sqs.delete_message_batch(
-            QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)]
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)
+            ],
         )
     return records
 

@@ -74,11 +74,13 @@ def bench_throughput(fast: Receiver, total: int = 300) -> dict[str, float]:
     tenant_id = _setup_campaign(fast.url, 10)
     session = requests.Session()
     raw = timed(lambda: [session.post(fast.url, data=b"{}") for _ in range(total)])
-    for start in range(0, total, 10):
+    for _ in range(0, total, 10):
         _publish(tenant_id, [f"bench.{i}" for i in range(10)])
     before = fast.count
     records = receive_all(total)
-    elapsed = timed(lambda: [engine.on_work_batch(records[i : i + 10]) for i in range(0, len(records), 10)])
+    elapsed = timed(
+        lambda: [engine.on_work_batch(records[i : i + 10]) for i in range(0, len(records), 10)]
+    )
     delivered = fast.count - before
     raw_rate = total / raw
     engine_rate = delivered / elapsed
@@ -105,7 +107,9 @@ def bench_fanout(count: int = 1000) -> dict[str, int | str]:
 
         def match(self, event: PublishedEvent) -> list[Target]:
             read["items"] += count  # what a Query returning ``count`` matches reads
-            return [Target(self.name, f"t{i:04d}", f"http://127.0.0.1:9/t{i}") for i in range(count)]
+            return [
+                Target(self.name, f"t{i:04d}", f"http://127.0.0.1:9/t{i}") for i in range(count)
+            ]
 
         def prepare(self, delivery, attempt_no, use_backup):  # type: ignore[no-untyped-def]
             return Skip("bench")

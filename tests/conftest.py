@@ -237,9 +237,7 @@ def local_stack() -> Iterator[LocalStack]:
         except requests.RequestException:
             pass
         if process.poll() is not None:
-            raise RuntimeError(
-                f"local stack exited: {''.join(output)}"
-            )
+            raise RuntimeError(f"local stack exited: {''.join(output)}")
         time.sleep(0.2)
     else:
         process.kill()
