@@ -119,3 +119,40 @@ def _ok():
     from werkzeug import Response
 
     return Response("ok")
+
+
+@pytest.mark.parametrize("url", INTERNAL)
+def test_every_family_refuses_internal_destinations_at_registration(prod_client, make_tenant, url):
+    from urllib.parse import quote
+
+    owner = make_tenant()
+    notification = prod_client.http.post(
+        "/rest/api/v1.3/notifications/callbacks",
+        headers=owner.headers,
+        body=json.dumps(
+            {
+                "name": "cb",
+                "url": url,
+                "batchSize": 10,
+                "authentication": {"type": "B", "data": {"userName": "u", "password": "p"}},
+            }
+        ),
+    )
+    assert notification.status_code == 400, notification.json_body
+    assert notification.json_body["errorCode"] == "INVALID_PARAMETER"
+
+    scheduled = prod_client.http.get(
+        f"/api/1.0/create/?api_key={owner.key}&callback_url={quote(url, safe='')}"
+        "&callback_time=2099-01-01T00:00:00Z"
+    )
+    assert scheduled.status_code == 400, scheduled.json_body
+    assert scheduled.json_body["success"] == 0
+    assert scheduled.json_body["error"] in ("callback_url_forbidden", "callback_url_invalid")
+
+    notifier = prod_client.http.post(
+        f"/customer/{owner.tenant_id}/callnotify",
+        headers=owner.headers,
+        body=json.dumps({"url": url, "method": "POSTJSON", "selection": "ALL"}),
+    )
+    assert notifier.status_code == 422, notifier.json_body
+    assert notifier.json_body["error"] == "url"
