@@ -431,6 +431,31 @@ def test_a_target_failing_every_attempt_for_the_limit_is_disabled(
     assert publish(client, owner)["deliveries"] == 1
 
 
+def test_a_re_enabled_target_starts_a_new_failure_run(
+    client, make_tenant, worker, httpserver, monkeypatch
+):
+    monkeypatch.setenv("RINGBACK_DEAD_TARGET_SECONDS", "1.5")
+    monkeypatch.setenv("RINGBACK_RETRY_SCHEDULE", "1,1,1,1,1")
+    owner = make_tenant()
+    receiver = Receiver(httpserver, script=[(500, {}, 0)])
+    reg = register(client, owner, receiver.url)
+    publish(client, owner)
+    worker.run_until_idle()
+    assert (
+        "every attempt failed"
+        in client.http.get(reg["url"], headers=owner.headers).json_body["disabled_reason"]
+    )
+    # the receiver is fixed: after one more failure it answers 200
+    receiver.script = [(500, {}, 0)] * (len(receiver.requests) + 1) + [(200, {}, 0)]
+    client.http.post(reg["url"] + "/enable", headers=owner.headers)
+    event = publish(client, owner)
+    worker.run_until_idle()
+    delivery = _only_delivery(client, owner, event["event_id"])
+    assert delivery["status"] == "delivered"
+    assert [a["status_code"] for a in delivery["attempts"]] == [500, 200]
+    assert client.http.get(reg["url"], headers=owner.headers).json_body["disabled_reason"] is None
+
+
 def test_a_success_resets_the_failure_run(client, make_tenant, worker, httpserver, monkeypatch):
     monkeypatch.setenv("RINGBACK_DEAD_TARGET_SECONDS", "2.5")
     monkeypatch.setenv("RINGBACK_RETRY_SCHEDULE", "1,1,1,1")

@@ -139,6 +139,25 @@ def test_410_gone_stops_a_series(client, make_tenant, worker, httpserver):
     assert callback["state"] == "failed" and "410" in callback["failure_reason"]
 
 
+def test_a_series_whose_receiver_fails_for_the_dead_target_limit_stops(
+    client, make_tenant, worker, httpserver, monkeypatch
+):
+    monkeypatch.setenv("RINGBACK_DEAD_TARGET_SECONDS", "1.5")
+    monkeypatch.setenv("RINGBACK_RETRY_SCHEDULE", "1,1,1,1,1")
+    owner = make_tenant()
+    receiver = Receiver(httpserver, status=500)
+    made = create(client, owner, receiver.url, iso_in(1), **repeat("immediate", "seconds", 1))
+    deadline = time.monotonic() + 20
+    while shown(client, owner, made["callback_id"])["state"] != "failed":
+        assert time.monotonic() < deadline, shown(client, owner, made["callback_id"])
+        worker.run_until_idle()
+        time.sleep(0.2)
+    callback = shown(client, owner, made["callback_id"])
+    assert "every attempt failed" in callback["failure_reason"]
+    # stopped after ~1.5 s of failures, not after the whole retry schedule (6 attempts)
+    assert 2 <= len(receiver.requests) < 6
+
+
 # ------------------------------------------------------------------ cancel
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib import logs, settings
-from chalicelib.delivery import queue, registry, senders
+from chalicelib.delivery import queue, registry, senders, target_health
 from chalicelib.delivery.registry import HttpOutbound, Skip, StreamOutbound
 from chalicelib.domain.retry import FINAL, AttemptResult, Decision, Status, decide, use_backup
 from chalicelib.domain.timeutil import fmt, utcnow
@@ -102,6 +102,7 @@ def _attempt(record: DeliveryModel, token: str, attempt_no: int, timeout: float)
     )
     if decision.target_gone:
         fam.target_gone(record, decision.reason or "gone")
+        target_health.gone(health.health_key(record.family, record.tenant_id, record.target_id))
     else:
         _track_health(fam, record, result.success)
     if decision.status in FINAL:
@@ -110,17 +111,14 @@ def _attempt(record: DeliveryModel, token: str, attempt_no: int, timeout: float)
 
 
 def _track_health(fam: registry.Family, record: DeliveryModel, success: bool) -> None:
+    tracks = getattr(fam, "tracks_health", None)
+    if tracks is not None and not tracks(record):
+        return
     key = health.health_key(record.family, record.tenant_id, record.target_id)
     if success:
-        health.record_success(key)
-        return
-    now = time.time()
-    limit = settings.dead_target_seconds()
-    failing_for = now - health.record_failure(key, now)
-    if failing_for >= limit:
-        fam.target_gone(
-            record, f"every attempt failed for {int(failing_for)} s (limit {int(limit)} s)"
-        )
+        target_health.succeeded(key)
+    else:
+        target_health.failed(key, lambda reason: fam.target_gone(record, reason))
 
 
 def _notify_final(record: DeliveryModel) -> None:

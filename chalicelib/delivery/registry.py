@@ -97,6 +97,13 @@ class BufferingFamily(Family, Protocol):
     def buffer(self, event: PublishedEvent) -> int: ...
 
 
+class HealthAware(Protocol):
+    """A family whose targets are not all worth dead-target bookkeeping (the scheduler's one-time
+    callbacks have no later delivery to protect). Families without the hook track every target."""
+
+    def tracks_health(self, delivery: DeliveryModel) -> bool: ...
+
+
 class FinalAware(Protocol):
     """A family that wants to know when one of its deliveries reached a final status (the
     scheduler chains ``immediate`` repeats on it). Called at least once per final delivery, so it
