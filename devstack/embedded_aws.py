@@ -90,3 +90,27 @@ class EmbeddedAws:
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m devstack.embedded_aws [--port N]``: an embedded AWS in a process of its own,
+    printing its URL on the first line (benchmarks use it so that moto's CPU is not theirs)."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    aws = EmbeddedAws(args.host, args.port)
+    print(aws.start(), flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        aws.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

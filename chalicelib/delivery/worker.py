@@ -7,6 +7,7 @@ handlers are idempotent, so redelivering a record that had partly run is safe.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -20,6 +21,7 @@ from chalicelib.delivery import queue, registry
 log = logging.getLogger("ringback.worker")
 
 EARLY_WAIT_LIMIT = 2.0
+MAX_PARALLEL = 64  # local pollers share one process; a Lambda batch is at most 10
 
 
 def _message(record: dict[str, Any]) -> dict[str, Any]:
@@ -74,9 +76,16 @@ def handle_batch(records: list[dict[str, Any]]) -> list[str]:
     if len(records) == 1:
         failed = _run(records[0])
         return [failed] if failed is not None else []
-    with ThreadPoolExecutor(max_workers=len(records), thread_name_prefix="send") as pool:
-        results = list(pool.map(_run, records))
+    results = list(_pool().map(_run, records))
     return [message_id for message_id in results if message_id is not None]
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    """One pool for the life of the process: a warm Lambda (or a local poller) reuses its threads
+    instead of starting ten per batch. Threads start only as needed, up to the cap; handlers never
+    submit to this pool themselves, so a full pool cannot deadlock."""
+    return ThreadPoolExecutor(max_workers=MAX_PARALLEL, thread_name_prefix="send")
 
 
 def handle_dead_letters(records: list[dict[str, Any]]) -> None:
