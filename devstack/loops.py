@@ -8,6 +8,7 @@ embedded AWS's lock (it serialises requests) for the whole wait.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -58,13 +59,30 @@ def schedule_event() -> dict[str, Any]:
     }
 
 
+@functools.cache
+def _sqs(region: str, endpoint: str | None) -> Any:
+    """One client per process and endpoint: creating one costs milliseconds of CPU, which idle
+    pollers would otherwise spend many times a second."""
+    return boto3.client("sqs", region_name=region, endpoint_url=endpoint)
+
+
+@functools.cache
+def _queue_arn(queue_url: str, endpoint: str | None) -> str:
+    sqs = _sqs(settings.region(), endpoint)
+    arn: str = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    return arn
+
+
 def poll_once(queue_url: str, handler: Handler, max_messages: int = 10) -> int:
     """Receive one batch, run the handler as Lambda would, delete what succeeded.
 
     Returns how many messages were received. A handler that raises leaves the whole batch to
     come back after the visibility timeout (as on AWS); ``batchItemFailures`` leave just those.
     """
-    sqs = boto3.client("sqs", region_name=settings.region())
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    sqs = _sqs(settings.region(), endpoint)
     received = sqs.receive_message(
         QueueUrl=queue_url,
         MaxNumberOfMessages=max_messages,
@@ -73,9 +91,7 @@ def poll_once(queue_url: str, handler: Handler, max_messages: int = 10) -> int:
     ).get("Messages", [])
     if not received:
         return 0
-    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
+    arn = _queue_arn(queue_url, endpoint)
     try:
         result = handler(sqs_event(received, arn), None)
     except Exception:
