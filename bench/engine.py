@@ -109,17 +109,65 @@ def bench_throughput(fast: Receiver, meter: AwsCallMeter, total: int = 300) -> d
     meter.reset()
     elapsed = timed(lambda: _engine_batches(records))
     delivered = fast.count - before
+    calls, waited = meter.total_calls, meter.waited
     raw_rate = total / raw
     engine_rate = delivered / elapsed
+    storage_rate = _raw_storage_rate(tenant_id, records, delivered)
     return {
         "deliveries": delivered,
         "raw_pooled_requests_per_s": round(raw_rate, 1),
         "engine_deliveries_per_s": round(engine_rate, 1),
         "ratio": round(engine_rate / raw_rate, 3),
-        "aws_calls_per_delivery": round(meter.total_calls / delivered, 2),
-        "share_of_time_waiting_on_aws": round(meter.waited / elapsed, 2),
         "target": ">= 0.8",
+        "aws_calls_per_delivery": round(calls / delivered, 2),
+        "share_of_time_waiting_on_aws": round(waited / elapsed, 2),
+        "raw_dynamodb_claim_read_record_per_s": round(storage_rate, 1),
+        "engine_vs_raw_dynamodb": round(engine_rate / storage_rate, 2),
     }
+
+
+def _raw_storage_rate(tenant_id: str, records: list[dict[str, Any]], count: int) -> float:
+    """The storage ceiling: per delivery, the engine's three DynamoDB calls made bare with boto3
+    (a conditional UpdateItem returning the item, a GetItem of the registration, an UpdateItem),
+    from 10 threads like a batch, on the same tables and items. Nothing else: no HTTP, no engine."""
+    import json
+
+    import boto3
+
+    from chalicelib.storage.campaign import CampaignRegistrationModel
+    from chalicelib.storage.deliveries import DeliveryModel
+
+    ddb = boto3.client("dynamodb")
+    deliveries_table = DeliveryModel.Meta.table_name
+    registrations_table = CampaignRegistrationModel.Meta.table_name
+    delivery_ids = [json.loads(r["body"])["delivery_id"] for r in records]
+    callback_id = next(iter(CampaignRegistrationModel.query(tenant_id))).callback_id
+
+    def one(i: int) -> None:
+        key = {"delivery_id": {"S": delivery_ids[i % len(delivery_ids)]}}
+        ddb.update_item(
+            TableName=deliveries_table,
+            Key=key,
+            UpdateExpression="SET lease_until = :until",
+            ConditionExpression="attribute_not_exists(lease_until) OR lease_until < :until",
+            ExpressionAttributeValues={":until": {"N": str(time.time() + 1000 + i)}},
+            ReturnValues="ALL_NEW",
+        )
+        ddb.get_item(
+            TableName=registrations_table,
+            Key={"company_id": {"S": tenant_id}, "callback_id": {"S": callback_id}},
+            ConsistentRead=False,
+        )
+        ddb.update_item(
+            TableName=deliveries_table,
+            Key=key,
+            UpdateExpression="REMOVE lease_until SET updated_at = :now",
+            ExpressionAttributeValues={":now": {"S": str(time.time())}},
+        )
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        elapsed = timed(lambda: list(pool.map(one, range(count))))
+    return count / elapsed
 
 
 def bench_throughput_at_receiver_latency(
