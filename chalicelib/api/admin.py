@@ -6,34 +6,20 @@ from typing import Any
 
 from chalice import Blueprint, Response
 
-from chalicelib.api.auth import ADMIN_TENANT, Denied, authenticate, authorize
-from chalicelib.api.common import BadBody, json_object
+from chalicelib.api.auth import ADMIN_TENANT
 from chalicelib.api.errors import json_error
+from chalicelib.api.house import Refusals, json_body
 from chalicelib.domain.access import Need, Principal, Role, mintable_roles
 from chalicelib.domain.ids import is_id
 from chalicelib.storage import tenants
 
 bp = Blueprint(__name__)
 
-_DENIED = {
-    401: ("unauthorized", "a valid API key is required"),
-    403: ("forbidden", "this key may not do that"),
-    404: ("not_found", "tenant not found"),
-}
+_REFUSALS = Refusals(forbidden="this key may not do that", not_found="tenant not found")
 
 
 def _principal() -> Principal:
-    try:
-        return authenticate(bp.current_request)
-    except Denied as exc:
-        raise json_error(exc.status, *_DENIED[exc.status]) from exc
-
-
-def _body() -> dict[str, Any]:
-    try:
-        return json_object(bp.current_request)
-    except BadBody as exc:
-        raise json_error(400, "invalid", str(exc), field=None) from exc
+    return _REFUSALS.principal(bp.current_request)
 
 
 def tenant_view(tenant: tenants.TenantModel) -> dict[str, Any]:
@@ -49,15 +35,15 @@ def tenant_view(tenant: tenants.TenantModel) -> dict[str, Any]:
 def create_tenant() -> Response:
     principal = _principal()
     if principal.role not in (Role.ADMIN, Role.RESELLER):
-        raise json_error(403, *_DENIED[403])
-    body = _body()
+        raise _REFUSALS.error(403)
+    body = json_body(bp.current_request)
     name = body.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise json_error(400, "invalid", "name must be a non-empty string", field="name")
     parent_id = body.get("parent_id")
     if principal.role is Role.RESELLER:
         if parent_id not in (None, principal.tenant_id):
-            raise json_error(403, *_DENIED[403])
+            raise _REFUSALS.error(403)
         parent_id = principal.tenant_id
     elif parent_id is not None and (not is_id(parent_id) or tenants.get_tenant(parent_id) is None):
         raise json_error(400, "invalid", "parent_id is not an existing tenant", field="parent_id")
@@ -68,21 +54,15 @@ def create_tenant() -> Response:
 @bp.route("/admin/tenants/{tenant_id}", methods=["GET"])
 def get_tenant(tenant_id: str) -> dict[str, Any]:
     principal = _principal()
-    try:
-        access = authorize(principal, tenant_id, Need.READ)
-    except Denied as exc:
-        raise json_error(exc.status, *_DENIED[exc.status]) from exc
+    access = _REFUSALS.access(principal, tenant_id, Need.READ)
     return tenant_view(access.tenant)
 
 
 @bp.route("/admin/tenants/{tenant_id}/keys", methods=["POST"])
 def create_key(tenant_id: str) -> Response:
     principal = _principal()
-    try:
-        authorize(principal, tenant_id, Need.OWN)
-    except Denied as exc:
-        raise json_error(exc.status, *_DENIED[exc.status]) from exc
-    body = _body()
+    _REFUSALS.access(principal, tenant_id, Need.OWN)
+    body = json_body(bp.current_request)
     role_name = body.get("role")
     if not isinstance(role_name, str) or role_name not in Role.__members__:
         raise json_error(

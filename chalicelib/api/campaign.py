@@ -10,9 +10,10 @@ from typing import Any
 
 from chalice import Blueprint, Response
 
-from chalicelib.api.auth import Access, Denied, authenticate, authorize
+from chalicelib.api.auth import Access
 from chalicelib.api.common import BadBody, check_destination, json_object
 from chalicelib.api.errors import ApiError, json_error
+from chalicelib.api.house import Refusals, json_body
 from chalicelib.delivery import ingest
 from chalicelib.domain.access import Need
 from chalicelib.domain.campaign import CampaignInvalid, is_active, is_listed, validate_create
@@ -23,19 +24,13 @@ bp = Blueprint(__name__)
 
 BASE = "/companies/{company_id}/campaigns/config"
 
-_DENIED_MESSAGES = {
-    401: ("unauthorized", "a valid API key is required"),
-    403: ("forbidden", "this key may not do that for this company"),
-    404: ("not_found", "company not found"),
-}
+_REFUSALS = Refusals(
+    forbidden="this key may not do that for this company", not_found="company not found"
+)
 
 
 def _access(company_id: str, need: Need) -> Access:
-    try:
-        return authorize(authenticate(bp.current_request), company_id, need)
-    except Denied as exc:
-        error, message = _DENIED_MESSAGES[exc.status]
-        raise json_error(exc.status, error, message) from exc
+    return _REFUSALS.access(_REFUSALS.principal(bp.current_request), company_id, need)
 
 
 def _not_found(callback_id: str) -> ApiError:
@@ -154,10 +149,7 @@ def enable_callback(company_id: str, callback_id: str) -> dict[str, Any]:
 def send_test_event(company_id: str) -> Response:
     """Queue a test event (``callback_type: test``) to the active registrations of an event type."""
     _access(company_id, Need.WRITE)
-    try:
-        body = json_object(bp.current_request)
-    except BadBody as exc:
-        raise json_error(400, "invalid", str(exc), field=None) from exc
+    body = json_body(bp.current_request)
     event_type = body.get("event_type")
     if not isinstance(event_type, str) or not event_type.strip():
         raise json_error(400, "invalid", "event_type is required", field="event_type")

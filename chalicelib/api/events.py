@@ -12,9 +12,8 @@ from typing import Any
 
 from chalice import Blueprint, Response
 
-from chalicelib.api.auth import Access, Denied, authenticate, authorize
-from chalicelib.api.common import BadBody, json_object
 from chalicelib.api.errors import ApiError, json_error
+from chalicelib.api.house import Refusals, json_body
 from chalicelib.delivery import ingest, registry
 from chalicelib.domain.access import Need, Principal, Role
 from chalicelib.domain.retry import Status
@@ -27,32 +26,14 @@ bp = Blueprint(__name__)
 SELECTIONS = ("SIP", "MVNO")
 MAX_PAYLOAD_BYTES = 64 * 1024
 REPLAY_LIMIT = 1000
-_DENIED = {
-    401: ("unauthorized", "a valid API key is required"),
-    403: ("forbidden", "this key may not do that for this tenant"),
-    404: ("not_found", "tenant not found"),
-}
+_REFUSALS = Refusals(
+    forbidden="this key may not do that for this tenant", not_found="tenant not found"
+)
+_authorize = _REFUSALS.access
 
 
 def _principal() -> Principal:
-    try:
-        return authenticate(bp.current_request)
-    except Denied as exc:
-        raise json_error(exc.status, *_DENIED[exc.status]) from exc
-
-
-def _authorize(principal: Principal, tenant_id: str, need: Need) -> Access:
-    try:
-        return authorize(principal, tenant_id, need)
-    except Denied as exc:
-        raise json_error(exc.status, *_DENIED[exc.status]) from exc
-
-
-def _body() -> dict[str, Any]:
-    try:
-        return json_object(bp.current_request)
-    except BadBody as exc:
-        raise json_error(400, "invalid", str(exc), field=None) from exc
+    return _REFUSALS.principal(bp.current_request)
 
 
 def _invalid(field: str, message: str) -> ApiError:
@@ -75,7 +56,7 @@ def _tenant_for(principal: Principal, body: dict[str, Any], need: Need) -> str:
 @bp.route("/events", methods=["POST"])
 def publish_event() -> Response:
     principal = _principal()
-    body = _body()
+    body = json_body(bp.current_request)
     tenant_id = _tenant_for(principal, body, Need.WRITE)
     event_type = body.get("event_type")
     if not isinstance(event_type, str) or not event_type.strip() or len(event_type) > 128:
@@ -247,7 +228,7 @@ def list_deliveries() -> dict[str, Any]:
 @bp.route("/deliveries/replay", methods=["POST"])
 def replay_range() -> Response:
     principal = _principal()
-    body = _body()
+    body = json_body(bp.current_request)
     tenant_id = _tenant_for(principal, body, Need.WRITE)
     status, since, until = _range(body)
     if status.value not in REPLAYABLE:
