@@ -15,6 +15,7 @@ from chalicelib.domain import urlsafety
 BASE = "/customer/{}/callnotify"
 VALID = {"url": "http://127.0.0.1:4000/call", "method": "POSTXML1", "selection": "MVNO"}
 UNKNOWN_ID = "0123456789abcdef01234567"
+UNAUTHORIZED = ("unauthorized", "A valid API key is required")
 
 
 def _url(tenant_id: str, notify_id: str | None = None) -> str:
@@ -116,9 +117,98 @@ def test_delete_then_everything_is_404_not_found(client, make_tenant):
         client.http.get(item, headers=owner.headers),
         client.http.delete(item, headers=owner.headers),
         client.http.post(item, headers=owner.headers, body=json.dumps({"selection": "ALL"})),
+        client.http.post(f"{item}/secret/rotate", headers=owner.headers),
     ):
         _error(response, 404, "not_found", "Call notify not found")
     assert client.http.get(_url(owner.tenant_id), headers=owner.headers).json_body == []
+
+
+# --------------------------------------------------------------------------- secret rotation
+
+
+def _stored_secret(customer_id: str, notify_id: str) -> bytes:
+    from chalicelib.storage.callnotify import CallNotifierModel
+
+    return bytes(CallNotifierModel.get(customer_id, notify_id).secret_enc)
+
+
+def test_rotate_secret_answers_like_the_familys_other_writes(client, make_tenant, admin_headers):
+    reseller = make_tenant("RESELLER")
+    owner = make_tenant("OWNER", parent=reseller.tenant_id)
+    created = _create(client, owner).json_body
+    notify_id = created["_id"]
+    rotate = _url(owner.tenant_id, notify_id) + "/secret/rotate"
+    at_create = _stored_secret(owner.tenant_id, notify_id)
+    for outsider in (make_tenant("OWNER"), make_tenant("RESELLER")):
+        response = client.http.post(rotate, headers=outsider.headers)
+        _error(response, 403, "access_denied", "Insufficient access level")
+    other = make_tenant("OWNER")  # on its own path, with this customer's notifier id
+    response = client.http.post(
+        _url(other.tenant_id, notify_id) + "/secret/rotate", headers=other.headers
+    )
+    _error(response, 404, "not_found", "Call notify not found")
+    for headers in ({}, {"Authorization": "Bearer rbk_not-a-key"}):
+        _error(client.http.post(rotate, headers=headers), 401, *UNAUTHORIZED)
+    for missing in (UNKNOWN_ID, "nope"):
+        response = client.http.post(
+            _url(owner.tenant_id, missing) + "/secret/rotate", headers=owner.headers
+        )
+        _error(response, 404, "not_found", "Call notify not found")
+    response = client.http.post(
+        _url(UNKNOWN_ID, notify_id) + "/secret/rotate", headers=admin_headers
+    )
+    _error(response, 404, "customer", "Customer not found")
+    assert _stored_secret(owner.tenant_id, notify_id) == at_create  # no refusal rotated it
+
+    seen = {created["signing_secret"]}
+    for headers in (
+        make_tenant("VIEWER", tenant_id=owner.tenant_id).headers,  # the seed lets VIEWER write
+        make_tenant("MANAGER", tenant_id=owner.tenant_id).headers,
+        owner.headers,
+        reseller.headers,
+        admin_headers,
+    ):
+        rotated = client.http.post(rotate, headers=headers)
+        assert rotated.status_code == 200, rotated.body
+        body = rotated.json_body
+        assert list(body) == ["_id", "signing_secret", "previous_secret_valid_until"]
+        assert body["_id"] == notify_id and body["signing_secret"].startswith("whsec_")
+        assert body["signing_secret"] not in seen
+        seen.add(body["signing_secret"])
+    # a udp (or tcp) notifier has a secret too (it signs once the url becomes http): rotatable
+    udp = _create(client, owner, {**VALID, "url": "udp://127.0.0.1:5060"}).json_body["_id"]
+    rotated = client.http.post(_url(owner.tenant_id, udp) + "/secret/rotate", headers=owner.headers)
+    assert rotated.status_code == 200 and rotated.json_body["_id"] == udp
+    listed = client.http.get(_url(owner.tenant_id), headers=owner.headers)
+    assert all(set(i) == {"_id", "url", "method", "selection"} for i in listed.json_body)
+    assert not any(secret in listed.body.decode() for secret in seen)
+
+
+def test_a_rotation_from_a_stale_read_loses_and_the_api_answers_busy(
+    client, make_tenant, monkeypatch
+):
+    from datetime import UTC, datetime
+
+    from chalicelib.storage import callnotify as store
+
+    owner = make_tenant()
+    notify_id = _create(client, owner).json_body["_id"]
+    stale = store.get(owner.tenant_id, notify_id, consistent=True)
+    assert stale is not None
+    winner = store.rotate_secret(stale, datetime.now(UTC))
+    with pytest.raises(store.Changed):  # two rotations from one read: exactly one wins
+        store.rotate_secret(stale, datetime.now(UTC))
+    record = store.get(owner.tenant_id, notify_id, consistent=True)
+    assert record is not None and store.signing_secrets(record)[0] == winner.signing_secret
+
+    def lost(current, now):
+        raise store.Changed(current.notify_id)
+
+    monkeypatch.setattr(store, "rotate_secret", lost)
+    response = client.http.post(
+        _url(owner.tenant_id, notify_id) + "/secret/rotate", headers=owner.headers
+    )
+    _error(response, 503, "busy", "Too many concurrent changes, retry")
 
 
 # --------------------------------------------------------------------------- the seed's errors
@@ -365,6 +455,7 @@ def _every_operation(client, customer_id: str, headers: dict[str, str], notify_i
     yield "list", client.http.get(_url(customer_id), headers=headers)
     yield "get", client.http.get(item, headers=headers)
     yield "update", client.http.post(item, headers=headers, body=json.dumps({"selection": "ALL"}))
+    yield "rotate", client.http.post(f"{item}/secret/rotate", headers=headers)
     yield "delete", client.http.delete(item, headers=headers)
 
 
@@ -378,6 +469,7 @@ def test_keys_of_the_customer_may_do_everything_viewer_included(client, make_ten
     assert results["list"].status_code == 200 and len(results["list"].json_body) == 2
     assert results["get"].status_code == 200
     assert results["update"].json_body["selection"] == "ALL"
+    assert results["rotate"].status_code == 200
     assert results["delete"].status_code == 204
 
 
@@ -389,7 +481,7 @@ def test_reseller_of_the_parent_tenant_and_admin_may_do_everything(
     for headers in (reseller.headers, admin_headers):
         notify_id = _create(client, customer).json_body["_id"]
         results = dict(_every_operation(client, customer.tenant_id, headers, notify_id))
-        assert [r.status_code for r in results.values()] == [201, 200, 200, 200, 204]
+        assert [r.status_code for r in results.values()] == [201, 200, 200, 200, 200, 204]
 
 
 def test_other_customers_and_foreign_resellers_get_403_access_denied(client, make_tenant):

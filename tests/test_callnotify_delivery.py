@@ -463,6 +463,51 @@ def test_410_disables_the_notifier_until_it_is_updated(client, make_tenant, work
     assert len(recorder.requests) == 2
 
 
+def test_a_rotated_secret_signs_alongside_the_previous_one(client, make_tenant, worker, httpserver):
+    from datetime import UTC, datetime, timedelta
+
+    from chalicelib.storage import callnotify as store
+
+    owner = make_tenant()
+    recorder = HttpRecorder(httpserver, "/rotated")
+    notifier = create(client, owner, recorder.url)
+    original = notifier["signing_secret"]
+    item = f"{BASE.format(owner.tenant_id)}/{notifier['_id']}"
+    before = datetime.now(UTC).replace(microsecond=0)
+    rotated = client.http.post(f"{item}/secret/rotate", headers=owner.headers)
+    assert rotated.status_code == 200, rotated.body
+    fresh = rotated.json_body["signing_secret"]
+    assert fresh.startswith("whsec_") and fresh != original
+    assert rotated.json_body["_id"] == notifier["_id"]
+    until = datetime.strptime(
+        rotated.json_body["previous_secret_valid_until"], "%Y-%m-%dT%H:%M:%SZ"
+    ).replace(tzinfo=UTC)
+    assert timedelta(hours=24) <= until - before <= timedelta(hours=24, seconds=5)
+
+    publish(client, owner)
+    worker.run_until_idle()
+    [request] = recorder.requests
+    for secret in (fresh, original):  # a receiver holding either secret accepts it
+        Webhook(secret).verify(request["body"], request["headers"], json_parse=False)
+    record = store.get(owner.tenant_id, notifier["_id"], consistent=True)
+    assert record is not None
+    assert store.signing_secrets(record) == (fresh, original)
+    assert store.signing_secrets(record, until + timedelta(seconds=1)) == (fresh,)
+
+    # neither secret (nor anything about the previous one) is shown again
+    for path in (item, BASE.format(owner.tenant_id)):
+        shown = client.http.get(path, headers=owner.headers)
+        assert shown.status_code == 200
+        text = shown.body.decode()
+        assert fresh not in text and original not in text and "secret" not in text
+    assert set(client.http.get(item, headers=owner.headers).json_body) == {
+        "_id",
+        "url",
+        "method",
+        "selection",
+    }
+
+
 def test_a_notifier_deleted_before_sending_makes_the_delivery_skipped(
     client, make_tenant, worker, tcp_listener
 ):

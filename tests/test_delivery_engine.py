@@ -346,6 +346,22 @@ def test_rotated_secret_signs_alongside_the_previous_one(client, make_tenant, wo
     Webhook(reg["signing_secret"]).verify(request["body"], request["headers"])
 
 
+def test_a_rotation_that_loses_a_race_answers_busy(client, make_tenant, monkeypatch):
+    from chalicelib.storage import campaign as store
+
+    owner = make_tenant()
+    reg = register(client, owner, "http://127.0.0.1:9/hook")
+    stale = store.get_registration(owner.tenant_id, reg["callback_id"], consistent=True)
+    assert client.http.post(reg["url"] + "/secret/rotate", headers=owner.headers).status_code == 200
+    # a second rotation that read the registration before the first one wrote: it must lose
+    monkeypatch.setattr(store, "get_registration", lambda *args, **kwargs: stale)
+    busy = client.http.post(reg["url"] + "/secret/rotate", headers=owner.headers)
+    assert (busy.status_code, busy.json_body) == (
+        503,
+        {"error": "busy", "message": "too many concurrent changes, retry"},
+    )
+
+
 def test_dead_lettered_message_marks_the_delivery_failed(client, make_tenant, worker, httpserver):
     from app import dead_letters
     from devstack.loops import sqs_event

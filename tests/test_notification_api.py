@@ -571,6 +571,82 @@ def test_auth_bare_or_bearer_roles_and_isolation(api, make_tenant, receiver):
     assert api.call("get", "/callbacks/orders_cb", stranger.headers).status_code == 404
 
 
+def test_rotate_secret_is_for_owners_of_an_existing_callback(
+    api, make_tenant, receiver, admin_headers
+):
+    from chalicelib.storage.notification import NotificationCallbackModel
+
+    owner = make_tenant()
+    created = create(api, owner, cb_body(receiver.url))
+
+    def stored() -> bytes:
+        return bytes(NotificationCallbackModel.get(owner.tenant_id, "orders_cb").secret_enc)
+
+    at_create = stored()
+    forbidden = envelope("Forbidden", "FORBIDDEN", "Not authorized to access this resource")
+    rotate = "/callbacks/orders_cb/secret/rotate"
+    for role in ("VIEWER", "MANAGER"):
+        refused = api.call("post", rotate, make_tenant(role, tenant_id=owner.tenant_id).headers)
+        assert (refused.status_code, refused.json_body) == (403, forbidden), role
+    refused = api.call("post", rotate, admin_headers)  # the admin key has no tenant here
+    assert (refused.status_code, refused.json_body) == (403, forbidden)
+    for headers in ({}, {"Authorization": "rbk_nope"}):
+        response = api.call("post", rotate, headers)
+        assert (response.status_code, response.json_body) == (
+            401,
+            envelope("Unauthorized", "UNAUTHORIZED", "Authorization token is missing or invalid"),
+        )
+    not_found = envelope("Object not found", "OBJECT_NOT_FOUND", "CallBack [orders_cb] not found")
+    for stranger in (make_tenant(), make_tenant("RESELLER")):  # their own tenant has no such name
+        response = api.call("post", rotate, stranger.headers)
+        assert (response.status_code, response.json_body) == (404, not_found)
+    for name in ("no_such_cb", "x" * 101, "-bad"):
+        response = api.call("post", f"/callbacks/{name}/secret/rotate", owner.headers)
+        assert (response.status_code, response.json_body) == (
+            404,
+            envelope("Object not found", "OBJECT_NOT_FOUND", f"CallBack [{name}] not found"),
+        )
+    assert stored() == at_create  # no refusal rotated anything
+
+    rotated = api.call("post", rotate, owner.headers)
+    assert rotated.status_code == 200
+    assert rotated.json_body["signing_secret"] != created["signing_secret"]
+    assert stored() != at_create
+    # the Basic credentials are untouched: the verify request still carries them
+    assert api.call("get", "/callbacks/orders_cb/actions/verify", owner.headers).status_code == 200
+    expected = base64.b64encode(f"hook-user:{PASSWORD}".encode()).decode()
+    assert receiver.requests[-1]["headers"]["Authorization"] == f"Basic {expected}"
+    assert all(PASSWORD not in text for text in api.seen)
+
+
+def test_a_rotation_from_a_stale_read_loses_and_the_api_answers_busy(
+    api, make_tenant, receiver, monkeypatch
+):
+    from datetime import UTC, datetime
+
+    from chalicelib.storage import notification as store
+
+    owner = make_tenant()
+    create(api, owner, cb_body(receiver.url))
+    stale = store.get_callback(owner.tenant_id, "orders_cb")
+    assert stale is not None
+    winner = store.rotate_secret(stale, datetime.now(UTC))
+    with pytest.raises(store.Changed):  # two rotations from one read: exactly one wins
+        store.rotate_secret(stale, datetime.now(UTC))
+    record = store.get_callback(owner.tenant_id, "orders_cb")
+    assert record is not None and store.signing_secrets_of(record)[0] == winner.signing_secret
+
+    def lost(current: Any, now: Any) -> Any:
+        raise store.Changed(current.name)
+
+    monkeypatch.setattr(store, "rotate_secret", lost)
+    busy = api.call("post", "/callbacks/orders_cb/secret/rotate", owner.headers)
+    assert (busy.status_code, busy.json_body) == (
+        503,
+        envelope("Service unavailable", "SERVICE_UNAVAILABLE", "Too many concurrent changes"),
+    )
+
+
 def test_every_failure_is_the_envelope(api, make_tenant, monkeypatch):
     from chalicelib.storage import notification as store
 

@@ -144,6 +144,57 @@ def test_events_arrive_as_one_signed_batch_with_basic_auth(client, make_tenant, 
     assert request["headers"]["Webhook-Id"] == delivery.delivery_id
 
 
+def test_a_rotated_secret_signs_batches_alongside_the_previous_one(
+    client, make_tenant, fast, httpserver
+):
+    from datetime import UTC, datetime, timedelta
+
+    from chalicelib.storage import notification as store
+
+    owner = make_tenant()
+    receiver = Receiver(httpserver)
+    created = create_callback(client, owner, receiver.url)
+    original = created["signing_secret"]
+    before = datetime.now(UTC).replace(microsecond=0)
+    rotated = client.http.post(f"{BASE}/callbacks/cb/secret/rotate", headers=owner.headers)
+    assert rotated.status_code == 200, rotated.json_body
+    body = rotated.json_body
+    assert list(body) == ["name", "signing_secret", "previous_secret_valid_until"]
+    fresh = body["signing_secret"]
+    assert body["name"] == "cb" and fresh.startswith("whsec_") and fresh != original
+    until = datetime.strptime(body["previous_secret_valid_until"], "%Y-%m-%dT%H:%M:%SZ")
+    until = until.replace(tzinfo=UTC)
+    assert timedelta(hours=24) <= until - before <= timedelta(hours=24, seconds=5)
+
+    subscribe(client, owner, "all", "cb", ["EMAIL_FAILED"])
+    publish(client, owner, "EMAIL_FAILED", {"riid": 1})
+    fast.run_until_idle()
+    [check, batch] = receiver.requests  # the create-time check, then the batch
+    Webhook(original).verify(check["body"], check["headers"])
+    for secret in (fresh, original):  # a receiver holding either secret accepts the batch
+        Webhook(secret).verify(batch["body"], batch["headers"])
+    # the verify request is signed like a delivery
+    verify = client.http.get(f"{BASE}/callbacks/cb/actions/verify", headers=owner.headers)
+    assert verify.status_code == 200
+    for secret in (fresh, original):
+        Webhook(secret).verify(receiver.requests[-1]["body"], receiver.requests[-1]["headers"])
+    # once the overlap is over only the new secret signs
+    record = store.get_callback(owner.tenant_id, "cb")
+    assert record is not None
+    assert store.signing_secrets_of(record) == (fresh, original)
+    assert store.signing_secrets_of(record, until + timedelta(seconds=1)) == (fresh,)
+
+    # neither secret (nor anything about the previous one) is shown again
+    for path in ("/callbacks/cb", "/callbacks"):
+        shown = client.http.get(BASE + path, headers=owner.headers)
+        assert shown.status_code == 200
+        text = shown.body.decode()
+        assert fresh not in text and original not in text
+        assert "ecret" not in text and "previous" not in text.lower()
+    view = client.http.get(f"{BASE}/callbacks/cb", headers=owner.headers).json_body
+    assert set(view) == {"name", "url", "backupUrl", "batchSize", "links"}
+
+
 def test_subscriptions_decide_who_gets_what(client, make_tenant, fast, httpserver):
     owner = make_tenant()
     one, two = Receiver(httpserver, "/one"), Receiver(httpserver, "/two")

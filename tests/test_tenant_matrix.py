@@ -378,6 +378,17 @@ def callnotify_routes() -> dict[tuple[str, str], Route]:
         ("DELETE", f"{base}/{{notify_id}}"): Route(
             fam, WRITE, PATH, delete, 204, own_path=404, consumes=True
         ),
+        # the family's own access rule: every key of the customer, VIEWER included
+        ("POST", f"{base}/{{notify_id}}/secret/rotate"): Route(
+            fam,
+            WRITE,
+            PATH,
+            lambda w, f, t: Req(
+                "POST", f"{CALLNOTIFY.format(t)}/{w.ids['notifier']}/secret/rotate"
+            ),
+            200,
+            own_path=404,
+        ),
     }
 
 
@@ -435,6 +446,14 @@ def notification_routes() -> dict[tuple[str, str], Route]:
         ),
         ("DELETE", f"{NOTIF}/callbacks/{{callback_name}}"): Route(
             fam, WRITE, SELF, delete, 200, foreign=404, consumes=True
+        ),
+        ("POST", f"{NOTIF}/callbacks/{{callback_name}}/secret/rotate"): Route(
+            fam,
+            OWN,
+            SELF,
+            lambda w, f, t: Req("POST", f"{NOTIF}/callbacks/{w.ids['notif_cb']}/secret/rotate"),
+            200,
+            foreign=404,
         ),
         ("GET", f"{NOTIF}/callbacks/{{callback_name}}/actions/verify"): Route(
             fam, READ, SELF, get("/callbacks/{notif_cb}/actions/verify"), 200, foreign=404

@@ -1,9 +1,10 @@
 """Callnotify API (seed ``api:customer:callnotify-create``): ``/customer/{CUSTOMER_ID}/callnotify``.
 
 ``GET`` lists, ``POST`` creates; ``/customer/{CUSTOMER_ID}/callnotify/{CALL_NOTIFY_ID}`` ``GET``
-shows one, ``POST`` (and ``PUT``) updates, ``DELETE`` deletes. Items are
+shows one, ``POST`` (and ``PUT``) updates, ``DELETE`` deletes; ``POST`` on
+``.../{CALL_NOTIFY_ID}/secret/rotate`` rotates the signing secret. Items are
 ``{"_id", "url", "method", "selection"}`` plus ``disabled_reason`` when the receiver answered
-410 Gone, and ``signing_secret`` once, in the create response.
+410 Gone, and ``signing_secret`` once, in the create response (a new one in each rotate response).
 
 Every error this prefix can produce is ``{"error": CODE, "message": MESSAGE}`` with the seed's
 status and code; the family renderer registered below puts Chalice's own 405/415 and unexpected
@@ -193,6 +194,32 @@ def update_notifier(customer_id: str, notify_id: str) -> dict[str, Any]:
     if record is None:  # deleted between the read above and the conditional update
         raise _not_found()
     return notifier_view(record)
+
+
+@bp.route(f"{ITEM}/secret/rotate", methods=["POST"])
+def rotate_secret(customer_id: str, notify_id: str) -> dict[str, Any]:
+    """A new signing secret, shown once; the previous one keeps signing for 24 hours.
+
+    Same access as every other operation of the family (``NEED``). Allowed for tcp/udp
+    notifiers too: they have a secret, which signs once their url becomes http(s). No body is
+    read."""
+    access = _access(customer_id)
+    tenant_id = access.tenant.tenant_id
+    record = store.get(tenant_id, notify_id, consistent=True)
+    if record is None:
+        raise _not_found()
+    try:
+        rotated = store.rotate_secret(record, utcnow())
+    except store.Changed as exc:
+        if store.get(tenant_id, notify_id, consistent=True) is None:
+            raise _not_found() from exc  # deleted meanwhile
+        raise _fail(rules.busy()) from exc  # a concurrent rotation won
+    log.info("call notifier %s: signing secret rotated for customer %s", notify_id, tenant_id)
+    return {
+        "_id": notify_id,
+        "signing_secret": rotated.signing_secret,
+        "previous_secret_valid_until": rotated.previous_secret_until,
+    }
 
 
 @bp.route(ITEM, methods=["DELETE"])

@@ -121,7 +121,10 @@ def rotate_secret(company_id: str, callback_id: str) -> dict[str, Any]:
     """A new signing secret, shown once; the previous one keeps signing for 24 hours."""
     _access(company_id, Need.OWN)
     now = utcnow()
-    fresh = store.rotate_secret(company_id, callback_id, now)
+    try:
+        fresh = store.rotate_secret(company_id, callback_id, now)
+    except store.Contended as exc:
+        raise json_error(503, "busy", "too many concurrent changes, retry") from exc
     if fresh is None:
         raise _not_found(callback_id)
     record = store.get_registration(company_id, callback_id, consistent=True)

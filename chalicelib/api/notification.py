@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import requests
@@ -131,14 +131,15 @@ def _check_destinations(spec: CallbackSpec) -> None:
             raise _fail(NotificationError.invalid_url(field_name, url)) from exc
 
 
-def connects(url: str, user_name: str, password: str, signing_secret: str) -> bool:
-    """POST ``[]`` with the credentials (signed like a delivery); see ``connection_verified``."""
+def connects(url: str, user_name: str, password: str, signing_secrets: Sequence[str]) -> bool:
+    """POST ``[]`` with the credentials (signed like a delivery: with the current secret, and
+    the previous one during a rotation's overlap); see ``connection_verified``."""
     body = b"[]"
     headers = {
         "Content-Type": "application/json",
         "Authorization": basic_authorization(user_name, password),
         "User-Agent": "Ringback/1.0",
-        **signature_headers((signing_secret,), f"verify_{new_id()}", int(time.time()), body),
+        **signature_headers(signing_secrets, f"verify_{new_id()}", int(time.time()), body),
     }
     timeout = min(settings.http_timeout(), VERIFY_TIMEOUT_CAP)
     try:
@@ -158,8 +159,8 @@ def connects(url: str, user_name: str, password: str, signing_secret: str) -> bo
     return rules.connection_verified(response.status_code)
 
 
-def _require_connection(spec: CallbackSpec, signing_secret: str) -> None:
-    if verify_enabled() and not connects(spec.url, spec.user_name, spec.password, signing_secret):
+def _require_connection(spec: CallbackSpec, signing_secrets: Sequence[str]) -> None:
+    if verify_enabled() and not connects(spec.url, spec.user_name, spec.password, signing_secrets):
         raise _fail(NotificationError.could_not_connect(spec.url))
 
 
@@ -196,7 +197,7 @@ def create_callback() -> Response:
     if _url_taken(tenant_id, spec.url, None):
         raise _fail(NotificationError.url_exists(spec.url))
     signing_secret = secrets.new_signing_secret()
-    _require_connection(spec, signing_secret)
+    _require_connection(spec, (signing_secret,))
     try:
         record = store.create_callback(tenant_id, spec, signing_secret, utcnow())
     except store.NameTaken as exc:
@@ -222,7 +223,7 @@ def list_callbacks() -> list[dict[str, Any]]:
 def _verify(tenant_id: str, name: str) -> dict[str, Any]:
     record = _existing(tenant_id, name)
     password = store.password_of(record)
-    if not connects(record.url, record.user_name, password, store.signing_secret_of(record)):
+    if not connects(record.url, record.user_name, password, store.signing_secrets_of(record)):
         raise _fail(NotificationError.could_not_connect(record.url))
     return rules.verified_view(name)
 
@@ -272,7 +273,7 @@ def update_callback(callback_name: str) -> dict[str, Any]:
             raise _fail(NotificationError.url_exists(spec.url))
         attempt = (spec.url, spec.user_name, spec.password)
         if verified != attempt:  # once per url + credentials, not once per retry
-            _require_connection(spec, store.signing_secret_of(record))
+            _require_connection(spec, store.signing_secrets_of(record))
             verified = attempt
         try:
             updated = store.update_callback(record, spec, utcnow())
@@ -283,6 +284,29 @@ def update_callback(callback_name: str) -> dict[str, Any]:
         log.info("notification callback %s updated for tenant %s", callback_name, tenant_id)
         return _view(updated, "PUT")
     raise _fail(NotificationError.busy())
+
+
+@bp.route(f"{BASE}/callbacks/{{callback_name}}/secret/rotate", methods=["POST"])
+def rotate_secret(callback_name: str) -> dict[str, Any]:
+    """A new signing secret, shown once; the previous one keeps signing for 24 hours.
+
+    OWNER keys only (like campaign's rotation); the Basic-auth password is not changed (PUT
+    replaces it). No body is read."""
+    tenant_id = _tenant(Need.OWN)
+    record = _existing(tenant_id, callback_name)
+    try:
+        rotated = store.rotate_secret(record, utcnow())
+    except store.Changed as exc:
+        again = store.get_callback(tenant_id, callback_name)
+        if again is None or again.callback_id != record.callback_id:
+            raise _fail(NotificationError.not_found(callback_name)) from exc
+        raise _fail(NotificationError.busy()) from exc  # a concurrent rotation won
+    log.info(
+        "notification callback %s: signing secret rotated for tenant %s", callback_name, tenant_id
+    )
+    return rules.secret_rotated_view(
+        callback_name, rotated.signing_secret, rotated.previous_secret_until
+    )
 
 
 @bp.route(f"{BASE}/callbacks/{{callback_name}}", methods=["DELETE"])

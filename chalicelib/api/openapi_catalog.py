@@ -262,7 +262,7 @@ def _campaign() -> Catalogue:
                     )
                 )
             },
-            errors=(401, 403, 404),
+            errors=(401, 403, 404, 503),
         ),
         ("POST", f"{item}/enable"): Operation(
             CAMPAIGN,

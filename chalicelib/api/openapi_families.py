@@ -35,7 +35,7 @@ from chalicelib.api.openapi_schema import (
     xml_shape,
 )
 from chalicelib.domain import callnotify as callnotify_rules
-from chalicelib.domain import callnotify_url
+from chalicelib.domain import callnotify_url, signing
 from chalicelib.domain import notification as notification_rules
 from chalicelib.domain import scheduled as scheduled_rules
 from chalicelib.domain.notification import NotificationError
@@ -147,6 +147,16 @@ CALLBACK_CREATED = {
     "required": [*CALLBACK_VIEW["required"], "signing_secret"],
 }
 VERIFIED = obj({"status": string()})
+WHSEC = string(
+    pattern=prefix_pattern(signing.PREFIX), description="Standard Webhooks secret; shown only here"
+)
+SECRET_ROTATED = obj(
+    {
+        "name": string(),
+        "signing_secret": WHSEC,
+        "previous_secret_valid_until": TIMESTAMP,
+    }
+)
 DELETED = obj({"message": string(), "status": const(True)})
 EVENT_NAME = enum(notification_rules.EVENT_NAMES)
 _SUBSCRIPTION_FIELDS: dict[str, Schema] = {
@@ -224,6 +234,12 @@ def notification() -> Catalogue:
             "Delete a callback (refused while subscriptions use it)",
             {200: Body(DELETED)},
             errors=(400, 401, 403, 404, 503),
+        ),
+        ("POST", f"{callback}/secret/rotate"): Operation(
+            nf,
+            "Rotate the signing secret (OWNER; the previous one signs for 24 h more)",
+            {200: Body(SECRET_ROTATED)},
+            errors=(401, 403, 404, 503),
         ),
         ("GET", f"{callback}/actions/verify"): Operation(
             nf,
@@ -307,6 +323,7 @@ _CALLNOTIFY_FACTORIES: tuple[Callable[[], callnotify_rules.CallnotifyError], ...
     callnotify_rules.invalid_selection,
     lambda: callnotify_rules.url_error(callnotify_rules.INVALID_URL_MESSAGE),
     callnotify_rules.internal_error,
+    callnotify_rules.busy,
 )
 
 
@@ -359,6 +376,13 @@ NOTIFIER_CREATED = {
     "properties": {**NOTIFIER_VIEW["properties"], "signing_secret": string(min_length=1)},
     "required": [*NOTIFIER_VIEW["required"], "signing_secret"],
 }
+NOTIFIER_SECRET_ROTATED = obj(
+    {
+        "_id": ID,
+        "signing_secret": WHSEC,
+        "previous_secret_valid_until": TIMESTAMP,
+    }
+)
 NOTIFIER_LOCATION = string(pattern=prefix_pattern(callnotify_api.PREFIX))
 URL_NOTE = (
     "url: http(s)://, tcp:// or udp:// (see docs/callnotify-api.md); `_id` and unknown fields "
@@ -401,6 +425,12 @@ def callnotify() -> Catalogue:
         ),
         ("POST", item): update,
         ("PUT", item): update,
+        ("POST", f"{item}/secret/rotate"): Operation(
+            CALLNOTIFY,
+            "Rotate the signing secret (the previous one signs for 24 h more)",
+            {200: Body(NOTIFIER_SECRET_ROTATED)},
+            errors=(401, 403, 404, 503),
+        ),
         ("DELETE", item): Operation(
             CALLNOTIFY,
             "Delete a notifier",

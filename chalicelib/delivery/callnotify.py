@@ -9,8 +9,9 @@ filtered in code rather than through an index.
 send changes where and how the next attempt goes; a deleted or disabled notifier makes the
 delivery ``skipped``): http(s) notifiers get one of the six methods (``render_http``) with the
 call fields appended after the URL's own query and Standard Webhooks signature headers from the
-notifier's secret; tcp/udp notifiers get the JSON line (``render_stream``). Retries, the attempts
-log and dead letters are the engine's. There is no backup URL in this family.
+notifier's secret (and from the previous one, for 24 h after a rotation); tcp/udp notifiers get
+the JSON line (``render_stream``). Retries, the attempts log and dead letters are the engine's.
+There is no backup URL in this family.
 
 The event validator refuses, with a 400 at ``POST /events``, a CALL_* event that could never be
 rendered (missing selection, bad payload), so nothing is dead-lettered for a publisher's typo.
@@ -132,7 +133,7 @@ class CallnotifyFamily:
             url=url_with_query(notifier.url, rendering.query),
             headers=headers,
             body=rendering.body,
-            signing_secrets=(store.signing_secret(notifier),),
+            signing_secrets=store.signing_secrets(notifier),
         )
 
     def target_gone(self, delivery: DeliveryModel, reason: str) -> None:

@@ -18,12 +18,13 @@ from chalicelib.storage.deliveries import DeliveryModel
 
 def signing_secrets(reg: store.CampaignRegistrationModel) -> tuple[str, ...]:
     """The current secret, plus the previous one while its 24 h overlap lasts."""
-    context = store.secret_context(reg.company_id, reg.callback_id)
-    found = [secrets.decrypt(reg.secret_enc, context)]
-    until = reg.previous_secret_until
-    if reg.previous_secret_enc and until and until > fmt(datetime.now(UTC)):
-        found.append(secrets.decrypt(reg.previous_secret_enc, context))
-    return tuple(found)
+    return secrets.signing_set(
+        reg.secret_enc,
+        reg.previous_secret_enc,
+        reg.previous_secret_until,
+        store.secret_context(reg.company_id, reg.callback_id),
+        fmt(datetime.now(UTC)),
+    )
 
 
 class CampaignFamily:

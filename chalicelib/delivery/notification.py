@@ -384,7 +384,7 @@ class NotificationFamily:
             url=url,
             headers=headers,
             body=body,
-            signing_secrets=(store.signing_secret_of(callback),),
+            signing_secrets=store.signing_secrets_of(callback),
         )
 
     def target_gone(self, delivery: DeliveryModel, reason: str) -> None:

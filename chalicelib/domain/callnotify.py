@@ -104,6 +104,11 @@ def url_error(message: str) -> CallnotifyError:
     return CallnotifyError(422, "url", message)
 
 
+def busy() -> CallnotifyError:
+    """Not in the seed: a concurrent change won (two rotations of one secret at once); retry."""
+    return CallnotifyError(503, "busy", "Too many concurrent changes, retry")
+
+
 def internal_error() -> CallnotifyError:
     """The 500 row: a fixed message, so no traceback or internal detail ever reaches a client."""
     return CallnotifyError(500, "internal_error", INTERNAL_ERROR_MESSAGE)

@@ -559,6 +559,16 @@ def verified_view(name: str) -> dict[str, Any]:
     return {"status": f"Successfully verified [{name}] "}
 
 
+def secret_rotated_view(name: str, signing_secret: str, previous_until: str) -> dict[str, Any]:
+    """Body of a successful secret rotation: the new secret (shown this once) and until when
+    the previous one still signs (UTC, ``YYYY-MM-DDTHH:MM:SSZ``)."""
+    return {
+        "name": name,
+        "signing_secret": signing_secret,
+        "previous_secret_valid_until": previous_until,
+    }
+
+
 _CREDENTIALS_REFUSED: Final = frozenset({401, 403, 407})
 
 

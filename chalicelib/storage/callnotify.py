@@ -6,14 +6,17 @@ item's existence (create: absent; update, delete, disable: present), so a notifi
 concurrently with an update is never resurrected by it.
 
 Each notifier has a Standard Webhooks signing secret, KMS-encrypted (``storage/secrets.py``) and
-bound to (customer, notifier); the plaintext is returned to the client once, at create.
+bound to (customer, notifier); the plaintext is returned to the client once, at create, and
+once more for each rotation (``rotate_secret``: the old ciphertext moves to
+``previous_secret_enc`` and signs alongside until ``previous_secret_until``, 24 h; the update is
+conditioned on the ciphertext read, so two concurrent rotations cannot both win).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from pynamodb.attributes import BinaryAttribute, UnicodeAttribute
 from pynamodb.exceptions import DeleteError, DoesNotExist, UpdateError
@@ -26,6 +29,7 @@ from chalicelib.storage import secrets
 from chalicelib.storage.base import make_meta
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
+SECRET_OVERLAP_SECONDS = 24 * 3600  # after a rotation the previous signing secret signs this long
 
 
 class CallNotifierModel(Model):
@@ -39,6 +43,8 @@ class CallNotifierModel(Model):
     created_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
     secret_enc = BinaryAttribute(legacy_encoding=False)
+    previous_secret_enc = BinaryAttribute(null=True, legacy_encoding=False)
+    previous_secret_until = UnicodeAttribute(null=True)  # the previous secret signs until then
     disabled_reason = UnicodeAttribute(null=True)
 
 
@@ -46,6 +52,16 @@ class CallNotifierModel(Model):
 class Created:
     notifier: CallNotifierModel
     signing_secret: str
+
+
+@dataclass(frozen=True)
+class Rotated:
+    signing_secret: str  # the new secret, plaintext: shown once, in the rotate response
+    previous_secret_until: str  # the previous secret signs until then
+
+
+class Changed(Exception):
+    """The notifier's secret changed (or the notifier went) since it was read."""
 
 
 def secret_context(customer_id: str, notify_id: str) -> dict[str, str]:
@@ -56,6 +72,17 @@ def secret_context(customer_id: str, notify_id: str) -> dict[str, str]:
 def signing_secret(notifier: CallNotifierModel) -> str:
     return secrets.decrypt(
         notifier.secret_enc, secret_context(notifier.customer_id, notifier.notify_id)
+    )
+
+
+def signing_secrets(notifier: CallNotifierModel, now: datetime | None = None) -> tuple[str, ...]:
+    """The current signing secret, plus the previous one while its overlap lasts."""
+    return secrets.signing_set(
+        notifier.secret_enc,
+        notifier.previous_secret_enc,
+        notifier.previous_secret_until,
+        secret_context(notifier.customer_id, notifier.notify_id),
+        fmt(now or datetime.now(UTC)),
     )
 
 
@@ -123,6 +150,36 @@ def update(
             return None
         raise
     return record
+
+
+def rotate_secret(
+    current: CallNotifierModel, now: datetime, overlap_seconds: int = SECRET_OVERLAP_SECONDS
+) -> Rotated:
+    """A new signing secret for the notifier as it was read; the old one signs alongside for
+    ``overlap_seconds`` (a previous one still in its overlap is dropped). Any protocol: a
+    tcp/udp notifier's secret signs nothing until its url becomes http(s), but it has one.
+
+    Raises Changed when the secret was rotated concurrently or the notifier was deleted since
+    ``current`` was read (the update is conditioned on the ciphertext read)."""
+    customer_id, notify_id = current.customer_id, current.notify_id
+    fresh = secrets.new_signing_secret()
+    until = fmt(now + timedelta(seconds=overlap_seconds))
+    try:
+        CallNotifierModel(customer_id, notify_id).update(
+            actions=[
+                CallNotifierModel.previous_secret_enc.set(current.secret_enc),
+                CallNotifierModel.previous_secret_until.set(until),
+                CallNotifierModel.secret_enc.set(
+                    secrets.encrypt(fresh, secret_context(customer_id, notify_id))
+                ),
+            ],
+            condition=CallNotifierModel.secret_enc == current.secret_enc,
+        )
+    except UpdateError as exc:
+        if exc.cause_response_code == _CONDITION_FAILED:
+            raise Changed(notify_id) from exc
+        raise
+    return Rotated(fresh, until)
 
 
 def delete(customer_id: str, notify_id: str) -> bool:

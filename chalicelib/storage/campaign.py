@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pynamodb.attributes import BinaryAttribute, BooleanAttribute, UnicodeAttribute
-from pynamodb.exceptions import DoesNotExist, TransactWriteError
+from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -236,23 +236,29 @@ def enable(company_id: str, callback_id: str) -> None:
 def rotate_secret(
     company_id: str, callback_id: str, now: datetime, overlap_seconds: int = 24 * 3600
 ) -> str | None:
-    """A new signing secret; the old one keeps signing for ``overlap_seconds``."""
+    """A new signing secret; the old one keeps signing for ``overlap_seconds``. Raises
+    ``Contended`` when a concurrent rotation (or delete) changed the secret first."""
     from datetime import timedelta
 
     record = get_registration(company_id, callback_id, consistent=True)
     if record is None:
         return None
     fresh = secrets.new_signing_secret()
-    record.update(
-        actions=[
-            CampaignRegistrationModel.previous_secret_enc.set(record.secret_enc),
-            CampaignRegistrationModel.previous_secret_until.set(
-                fmt(now + timedelta(seconds=overlap_seconds))
-            ),
-            CampaignRegistrationModel.secret_enc.set(
-                secrets.encrypt(fresh, secret_context(company_id, callback_id))
-            ),
-        ],
-        condition=CampaignRegistrationModel.secret_enc == record.secret_enc,
-    )
+    try:
+        record.update(
+            actions=[
+                CampaignRegistrationModel.previous_secret_enc.set(record.secret_enc),
+                CampaignRegistrationModel.previous_secret_until.set(
+                    fmt(now + timedelta(seconds=overlap_seconds))
+                ),
+                CampaignRegistrationModel.secret_enc.set(
+                    secrets.encrypt(fresh, secret_context(company_id, callback_id))
+                ),
+            ],
+            condition=CampaignRegistrationModel.secret_enc == record.secret_enc,
+        )
+    except UpdateError as exc:
+        if exc.cause_response_code == "ConditionalCheckFailedException":
+            raise Contended("the signing secret was rotated at the same time") from exc
+        raise
     return fresh

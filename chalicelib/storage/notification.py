@@ -20,6 +20,9 @@ Rules and how DynamoDB holds them (never a read-then-write):
   (``storage/secrets.py``) with the context {tenant, callback id, purpose}; the callback id is
   fresh for every create, so a ciphertext copied to another callback (or to a recreated one
   with the same name) does not decrypt.
+- **Secret rotation**: the new signing secret replaces ``secret_enc`` and the old ciphertext
+  moves to ``previous_secret_enc`` (signing until ``previous_secret_until``, 24 h) in one
+  update conditioned on the ciphertext read, so two concurrent rotations cannot both win.
 
 Buffered events (batching) live in the ``notification_buffer`` table, one partition per
 callback id: items sorted by arrival time, plus one ``#state`` row holding the flush marker and
@@ -35,7 +38,7 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pynamodb.attributes import (
@@ -55,6 +58,7 @@ from chalicelib.storage.base import make_meta, transaction
 from chalicelib.storage.guards import GuardModel, read_guard
 
 _MAX_ATTEMPTS = 50
+SECRET_OVERLAP_SECONDS = 24 * 3600  # after a rotation the previous signing secret signs this long
 STATE_KEY = "#state"  # sorts before every item key (they start with a digit)
 _ITEMS_FROM = "0"
 
@@ -71,6 +75,8 @@ class NotificationCallbackModel(Model):
     user_name = UnicodeAttribute()
     password_enc = BinaryAttribute(legacy_encoding=False)
     secret_enc = BinaryAttribute(legacy_encoding=False)
+    previous_secret_enc = BinaryAttribute(null=True, legacy_encoding=False)
+    previous_secret_until = UnicodeAttribute(null=True)  # the previous secret signs until then
     version = NumberAttribute(default=1)
     subscription_count = NumberAttribute(default=0)
     disabled_reason = UnicodeAttribute(null=True)
@@ -218,6 +224,20 @@ def signing_secret_of(record: NotificationCallbackModel) -> str:
     )
 
 
+def signing_secrets_of(
+    record: NotificationCallbackModel, now: datetime | None = None
+) -> tuple[str, ...]:
+    """The current signing secret, plus the previous one while its overlap lasts (a delivery
+    and a verify request are signed with each, so a receiver holding either one verifies)."""
+    return secrets.signing_set(
+        record.secret_enc,
+        record.previous_secret_enc,
+        record.previous_secret_until,
+        secret_context(record.tenant_id, record.callback_id, "signing"),
+        fmt(now or datetime.now(UTC)),
+    )
+
+
 def spec_of(record: NotificationCallbackModel, password: str = "") -> CallbackSpec:
     """The record as the domain sees it; the password stays out unless asked for."""
     return CallbackSpec(
@@ -338,6 +358,46 @@ def update_callback(
     if fresh is None:
         raise Changed(current.name)
     return fresh
+
+
+@dataclass(frozen=True)
+class Rotated:
+    signing_secret: str  # the new secret, plaintext: shown once, in the rotate response
+    previous_secret_until: str  # the previous secret signs until then
+
+
+def rotate_secret(
+    current: NotificationCallbackModel,
+    now: datetime,
+    overlap_seconds: int = SECRET_OVERLAP_SECONDS,
+) -> Rotated:
+    """A new signing secret for the callback as it was read; the old one becomes the previous
+    secret, signing alongside for ``overlap_seconds`` (a previous one still in its overlap is
+    dropped). The Basic-auth password is not touched.
+
+    Conditioned on the ciphertext read (and the callback id), so of two concurrent rotations
+    exactly one wins; the other raises Changed (as does a callback deleted or re-created since
+    ``current`` was read: the caller re-reads to tell which)."""
+    tenant_id, callback_id = current.tenant_id, current.callback_id
+    fresh = secrets.new_signing_secret()
+    until = fmt(now + timedelta(seconds=overlap_seconds))
+    try:
+        NotificationCallbackModel(tenant_id, current.name).update(
+            actions=[
+                NotificationCallbackModel.previous_secret_enc.set(current.secret_enc),
+                NotificationCallbackModel.previous_secret_until.set(until),
+                NotificationCallbackModel.secret_enc.set(
+                    secrets.encrypt(fresh, secret_context(tenant_id, callback_id, "signing"))
+                ),
+            ],
+            condition=(NotificationCallbackModel.callback_id == callback_id)
+            & (NotificationCallbackModel.secret_enc == current.secret_enc),
+        )
+    except UpdateError as exc:
+        if exc.cause_response_code == "ConditionalCheckFailedException":
+            raise Changed(current.name) from exc
+        raise
+    return Rotated(fresh, until)
 
 
 def delete_callback(tenant_id: str, name: str) -> None:

@@ -54,6 +54,22 @@ def decrypt(blob: bytes, context: dict[str, str]) -> str:
     return _decrypt_cached(bytes(blob), _context_items(context))
 
 
+def signing_set(
+    current_enc: bytes,
+    previous_enc: bytes | None,
+    previous_until: str | None,
+    context: dict[str, str],
+    now: str,
+) -> tuple[str, ...]:
+    """The secrets a request is signed with: the current one, plus the previous one while a
+    rotation's overlap lasts (``previous_until`` and ``now`` are ``YYYY-MM-DDTHH:MM:SSZ``, so
+    they compare as strings). A receiver holding either secret then verifies."""
+    found = [decrypt(current_enc, context)]
+    if previous_enc and previous_until and previous_until > now:
+        found.append(decrypt(previous_enc, context))
+    return tuple(found)
+
+
 def new_signing_secret() -> str:
     """A Standard Webhooks secret: ``whsec_`` + base64 of 24 random bytes."""
     return "whsec_" + base64.b64encode(pysecrets.token_bytes(24)).decode("ascii")
