@@ -48,10 +48,7 @@ class Stack:
         self, *, split: bool, overrides: dict[str, str], visibility: int, log_dir: Path
     ) -> None:
         self.split = split
-        self.port = free_port()
-        self.aws_port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.aws_url = f"http://127.0.0.1:{self.aws_port}"
+        self._choose_ports()
         self._env_args = [
             arg for name, value in overrides.items() for arg in ("--env", f"{name}={value}")
         ]
@@ -74,21 +71,38 @@ class Stack:
             text=True,
         )
 
-    def start(self) -> None:
-        args = [
-            "--port",
-            str(self.port),
-            "--aws-port",
-            str(self.aws_port),
-            "--visibility-timeout",
-            str(self._visibility),
-        ]
-        if self.split:
-            args.append("--no-worker")
-        self.api = self._spawn(args, "api.log" if self.split else "stack.log")
-        self._wait_healthy(self.api)
+    def start(self, tries: int = 3) -> None:
+        """Start the stack; a port taken between choosing it and binding it (another process
+        may grab a port the moment ``free_port`` lets it go) means new ports and another try."""
+        log_name = "api.log" if self.split else "stack.log"
+        for attempt in range(1, tries + 1):
+            args = [
+                "--port",
+                str(self.port),
+                "--aws-port",
+                str(self.aws_port),
+                "--visibility-timeout",
+                str(self._visibility),
+            ]
+            if self.split:
+                args.append("--no-worker")
+            self.api = self._spawn(args, log_name)
+            try:
+                self._wait_healthy(self.api)
+                break
+            except RuntimeError:
+                taken = "Address already in use" in (self._log_dir / log_name).read_text()
+                if not taken or attempt == tries:
+                    raise
+                print(f"  port {self.port} or {self.aws_port} was taken; new ports", flush=True)
+                self._choose_ports()
         if self.split:
             self.start_worker()
+
+    def _choose_ports(self) -> None:
+        self.port, self.aws_port = free_port(), free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.aws_url = f"http://127.0.0.1:{self.aws_port}"
 
     def start_worker(self) -> None:
         self.workers_started += 1
