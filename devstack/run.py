@@ -24,6 +24,7 @@ import hashlib
 import os
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -90,6 +91,16 @@ def _wait_ready(base_url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"the API did not become ready at {base_url}")
 
 
+def _reserve_port(port: int) -> socket.socket:
+    """Hold the API's port from the start. Until the API binds it, this process makes AWS calls
+    whose client sockets take ports from the same ephemeral range the callers' free-port helpers
+    pick from; a client socket left half-closed on the API's port would make its bind fail."""
+    reserved = socket.socket()
+    reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    reserved.bind(("127.0.0.1", port))
+    return reserved
+
+
 def _wait_for_signal() -> None:
     stop = threading.Event()
 
@@ -142,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--worker-only needs --aws-url")
         return _worker_only(args.aws_url, overrides)
 
+    try:
+        reserved = _reserve_port(args.port)
+    except OSError as exc:
+        parser.error(f"port {args.port} is not free ({exc.strerror}); choose another: PORT=8001")
+
     from devstack.embedded_aws import EmbeddedAws
 
     admin_key = os.environ.get("RINGBACK_ADMIN_KEY") or "rbk_admin_" + secrets.token_urlsafe(24)
@@ -159,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     from devstack.server import ApiServer
 
     api = ApiServer(port=args.port)
+    reserved.close()
     api.start()
     loops = Loops()
     if not args.no_worker:

@@ -78,3 +78,25 @@ def test_concurrent_overlapping_creates_over_http_have_one_winner(local_stack):
         statuses = list(pool.map(create, range(50)))
     assert statuses.count(201) == 1
     assert statuses.count(409) == 49
+
+
+def test_make_run_on_a_taken_port_says_so_at_once():
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "devstack.run", "--port", str(port)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert f"port {port} is not free" in result.stderr
