@@ -102,20 +102,20 @@ def _attempt(record: DeliveryModel, token: str, attempt_no: int, timeout: float)
     )
     if decision.target_gone:
         fam.target_gone(record, decision.reason or "gone")
-        target_health.gone(health.health_key(record.family, record.tenant_id, record.target_id))
-    else:
-        _track_health(fam, record, result.success)
+    _track_health(fam, record, result.success, gone=decision.target_gone)
     if decision.status in FINAL:
         record.status = decision.status.value
         _notify_final(record)
 
 
-def _track_health(fam: registry.Family, record: DeliveryModel, success: bool) -> None:
+def _track_health(fam: registry.Family, record: DeliveryModel, success: bool, gone: bool) -> None:
     tracks = getattr(fam, "tracks_health", None)
     if tracks is not None and not tracks(record):
         return
     key = health.health_key(record.family, record.tenant_id, record.target_id)
-    if success:
+    if gone:
+        target_health.gone(key)
+    elif success:
         target_health.succeeded(key)
     else:
         target_health.failed(key, lambda reason: fam.target_gone(record, reason))
