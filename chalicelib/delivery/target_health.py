@@ -75,10 +75,10 @@ def failed(key: str, disable: Callable[[str], None]) -> None:
     failing_for = now - health.record_failure(key, now)
     if failing_for >= limit:
         disable(f"every attempt failed for {int(failing_for)} s (limit {int(limit)} s)")
-        health.record_success(key)
+        gone(key)
 
 
 def gone(key: str) -> None:
-    """The target was disabled for another reason (410 Gone): forget its run too."""
+    """The target was disabled (410 Gone, or the run reached the limit): end its run."""
     _cleared.forget(key)
     health.record_success(key)

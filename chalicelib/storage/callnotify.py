@@ -69,12 +69,6 @@ def secret_context(customer_id: str, notify_id: str) -> dict[str, str]:
     return {"tenant": customer_id, "owner": notify_id, "family": "callnotify"}
 
 
-def signing_secret(notifier: CallNotifierModel) -> str:
-    return secrets.decrypt(
-        notifier.secret_enc, secret_context(notifier.customer_id, notifier.notify_id)
-    )
-
-
 def signing_secrets(notifier: CallNotifierModel, now: datetime | None = None) -> tuple[str, ...]:
     """The current signing secret, plus the previous one while its overlap lasts."""
     return secrets.signing_set(

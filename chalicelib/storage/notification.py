@@ -218,12 +218,6 @@ def password_of(record: NotificationCallbackModel) -> str:
     )
 
 
-def signing_secret_of(record: NotificationCallbackModel) -> str:
-    return secrets.decrypt(
-        record.secret_enc, secret_context(record.tenant_id, record.callback_id, "signing")
-    )
-
-
 def signing_secrets_of(
     record: NotificationCallbackModel, now: datetime | None = None
 ) -> tuple[str, ...]:
