@@ -12,6 +12,7 @@ from chalicelib.api import admin, campaign, events, health
 from chalicelib.api import callnotify as callnotify_api
 from chalicelib.api import notification as notification_api
 from chalicelib.api import openapi as openapi_api
+from chalicelib.api import portal as portal_api
 from chalicelib.api import scheduled as scheduled_api
 from chalicelib.api.errors import error_middleware
 from chalicelib.delivery import engine
@@ -30,6 +31,7 @@ app.register_blueprint(scheduled_api.bp)
 app.register_blueprint(notification_api.bp)
 app.register_blueprint(callnotify_api.bp)
 app.register_blueprint(openapi_api.bp)
+app.register_blueprint(portal_api.bp)
 
 _QUEUE = delivery_queue()
 

@@ -17,6 +17,7 @@ from chalice.app import Request
 from chalicelib import logs, settings
 from chalicelib.domain.access import Need, Principal, Role, may
 from chalicelib.domain.ids import is_id
+from chalicelib.portal import session as portal_session
 from chalicelib.storage import tenants
 
 ADMIN_TENANT = "0" * 24
@@ -69,10 +70,21 @@ def principal_for_key(key: str | None) -> Principal:
 
 
 def authenticate(request: Request) -> Principal:
-    principal = principal_for_key(extract_key(request))
+    """The caller: its key, or without one a portal session cookie (``portal.session``)."""
+    key = extract_key(request)
+    principal = _session_principal(request) if key is None else None
+    if principal is None:
+        principal = principal_for_key(key)
     if "tenant_id" not in logs.current():  # the addressed tenant (from the path) wins
         logs.bind(tenant_id=principal.tenant_id)
     return principal
+
+
+def _session_principal(request: Request) -> Principal | None:
+    try:
+        return portal_session.resolve(request)
+    except portal_session.Refused as exc:
+        raise Denied(Reason.FORBIDDEN) from exc
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from chalicelib.storage.notification import (
     NotificationCallbackModel,
     NotificationSubscriptionModel,
 )
+from chalicelib.storage.portal import PortalTokenModel
 from chalicelib.storage.scheduled import ScheduledCallbackModel
 from chalicelib.storage.tenants import ApiKeyModel, TenantModel
 
@@ -31,6 +32,10 @@ ALL_MODELS: list[type[Model]] = [
     NotificationBufferModel,
     ScheduledCallbackModel,
     CallNotifierModel,
+    PortalTokenModel,
 ]
 
-TTL_ATTRIBUTES: dict[str, str] = {GuardModel.Meta.table_name: "expires_at"}
+TTL_ATTRIBUTES: dict[str, str] = {
+    GuardModel.Meta.table_name: "expires_at",
+    PortalTokenModel.Meta.table_name: "expires_at",
+}
