@@ -91,6 +91,26 @@ def _wait_ready(base_url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"the API did not become ready at {base_url}")
 
 
+def _portal_link(base_url: str) -> str:
+    """A single-use manage link into the portal for a fresh ``demo`` tenant (the admin has no
+    tenant of its own; ``POST /portal/sessions`` with the admin key and a ``tenant_id`` makes
+    links for any other). Valid for an hour, as a local convenience."""
+    from chalicelib.storage import portal, tenants
+
+    tenant = tenants.create_tenant("demo", None)
+    token, _ = portal.create_link(
+        tenant.tenant_id,
+        "manage",
+        link_seconds=3600,
+        session_seconds=8 * 3600,
+        created_by="ADMIN",
+    )
+    return (
+        f"{base_url}/portal/login?token={token}\n"
+        f"              (tenant demo {tenant.tenant_id}, manage rights, single use, 60 min)"
+    )
+
+
 def _reserve_port(port: int) -> socket.socket:
     """Hold the API's port from the start. Until the API binds it, this process makes AWS calls
     whose client sockets take ports from the same ephemeral range the callers' free-port helpers
@@ -183,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     base_url = f"http://127.0.0.1:{args.port}"
     _wait_ready(base_url)
     print(f"Ringback local stack ready\n  API:        {base_url}\n  admin key:  {admin_key}")
+    print(f"  portal:     {_portal_link(base_url)}")
     print(f"  embedded AWS: {aws_url}\nPress Ctrl-C to stop.", flush=True)
     if args.no_worker:
         print(f"  no worker: start one with --worker-only --aws-url {aws_url}", flush=True)

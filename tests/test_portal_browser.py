@@ -1,0 +1,345 @@
+"""The portal in a real headless Chromium (Debian's ``chromium`` driven by Playwright for Python)
+over ``make run``'s stack: a magic link, a campaign registration created in the page, events
+published through the API, deliveries, retries to the backup URL, a replay; read-only sessions,
+spent and expired links, escaping, and no console error on any page.
+
+Screenshots go to ``$PORTAL_SCREENSHOTS`` (default: the test's temporary directory);
+``docs/portal.png`` is one of them. The tests skip, saying why, only when Chromium cannot be
+started at all (``.ci/run`` installs it, so in CI they run).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import LocalStack, TenantKey
+
+CHROMIUM = os.environ.get("RINGBACK_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+XSS = "<img src=x onerror=alert(1)>"
+WAIT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import Error, sync_playwright
+    except ImportError as exc:  # pragma: no cover - requirements-dev pins it
+        pytest.skip(f"playwright is not installed: {exc}")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does)")
+    with sync_playwright() as playwright:
+        try:
+            launched = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+        except Error as exc:
+            pytest.skip(f"Chromium at {CHROMIUM} cannot start: {exc}")
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    wanted = os.environ.get("PORTAL_SCREENSHOTS")
+    target = Path(wanted) if wanted else tmp_path_factory.mktemp("portal-screenshots")
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+class Receiver:
+    """A loopback receiver whose answer the test switches between 200 and 500."""
+
+    def __init__(self) -> None:
+        self.failing = False
+        self.hits: list[str] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                self.rfile.read(length)
+                receiver.hits.append(self.path)
+                self.send_response(500 if receiver.failing else 200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            do_POST = do_PUT = do_GET = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    found = Receiver()
+    yield found
+    found.stop()
+
+
+def _link(stack: LocalStack, owner: TenantKey, rights: str, **extra: Any) -> str:
+    response = requests.post(
+        f"{stack.base_url}/portal/sessions",
+        headers=owner.headers,
+        json={"rights": rights, **extra},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["url"])
+
+
+class Page:
+    """A browser page that records console errors, failed requests and dialogs."""
+
+    def __init__(self, browser: Any) -> None:
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on(
+            "response",
+            lambda r: (
+                self.errors.append(f"HTTP {r.status} {r.request.method} {r.url}")
+                if r.status >= 400
+                else None
+            ),
+        )
+
+        def on_dialog(dialog: Any) -> None:
+            self.dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        self.page.on("dialog", on_dialog)
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def _show_deliveries(page: Any, status: str, delivery_id: str) -> None:
+    """Filter the deliveries page until the delivery shows up in that status (the worker runs
+    in the stack's own loops)."""
+    page.goto(page.url.split("#")[0] + "#deliveries")
+    page.wait_for_selector("#delivery-filter")
+    page.select_option("#delivery-filter select[name=status]", status)
+    row = page.locator(f"tr[data-delivery-id='{delivery_id}']")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        page.click("#delivery-filter button[type=submit]")
+        page.wait_for_load_state("networkidle")
+        if row.count():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"delivery {delivery_id} never listed as {status}")
+
+
+def _delivery_of(stack: LocalStack, owner: TenantKey, event_id: str) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        event = requests.get(
+            f"{stack.base_url}/events/{event_id}", headers=owner.headers, timeout=10
+        ).json()
+        if event.get("deliveries"):
+            return str(event["deliveries"][0]["delivery_id"])
+        time.sleep(0.3)
+    raise AssertionError(f"event {event_id} was never fanned out")
+
+
+def _publish(stack: LocalStack, owner: TenantKey, event_type: str) -> str:
+    response = requests.post(
+        f"{stack.base_url}/events",
+        headers=owner.headers,
+        json={"event_type": event_type, "payload": {"order": "o-1"}},
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    return _delivery_of(stack, owner, response.json()["event_id"])
+
+
+def test_the_portal_journey(
+    local_stack: LocalStack, browser: Any, receiver: Receiver, shots: Path
+) -> None:
+    owner = local_stack.tenant_key("OWNER")
+    event_type = f"portal.journey.{time.monotonic_ns()}"
+    tab = Page(browser)
+    page = tab.page
+
+    # 1. open a magic link: a cookie session, and the token is gone from the address bar
+    link = _link(local_stack, owner, "manage")
+    page.goto(link)
+    page.wait_for_selector("#campaign-create")
+    assert page.url == f"{local_stack.base_url}/portal#registrations" or page.url.endswith(
+        "/portal"
+    )
+    assert "token" not in page.url
+    cookies = {c["name"]: c for c in tab.context.cookies()}
+    assert cookies["rb_portal"]["httpOnly"] is True
+    assert cookies["rb_portal"]["sameSite"] == "Strict"
+    assert page.evaluate("document.cookie") == ""  # not readable by script
+
+    # 2. create a campaign registration pointing at the loopback receiver
+    form = page.locator("#campaign-create")
+    form.locator("input[name=event_type]").fill(event_type)
+    form.locator("input[name=destination_url]").fill(f"{receiver.url}/primary")
+    form.locator("input[name=backup_url]").fill(f"{receiver.url}/backup")
+    form.locator("button[type=submit]").click()
+    secret = page.locator("[data-testid=secret-value]")
+    secret.wait_for(timeout=WAIT_MS)
+    assert secret.inner_text().startswith("whsec_")
+    row = page.locator("#campaign-list tbody tr", has_text=event_type)
+    assert row.count() == 1
+    page.screenshot(path=str(shots / "registrations.png"), full_page=True)
+
+    # 3. publish an event through the API; 4. see it delivered in the portal
+    delivered = _publish(local_stack, owner, event_type)
+    _show_deliveries(page, "delivered", delivered)
+    page.click(f"tr[data-delivery-id='{delivered}']")
+    card = page.locator("[data-testid=delivery]")
+    card.wait_for()
+    assert card.get_attribute("data-status") == "delivered"
+    first = card.locator("ol.timeline li").first
+    assert "[primary]" in first.inner_text() and "HTTP 200" in first.inner_text()
+
+    # 5. the receiver fails: retries, then the backup URL, in the attempts timeline
+    receiver.failing = True
+    failing = _publish(local_stack, owner, event_type)
+    _show_deliveries(page, "retrying", failing)
+    page.click(f"tr[data-delivery-id='{failing}']")
+    # the detail refreshes itself until the delivery is final (2,4,8,16,32 s locally)
+    page.wait_for_selector("[data-testid=delivery][data-status=failed]", timeout=150_000)
+    attempts = page.locator("[data-testid=delivery] ol.timeline li")
+    texts = [attempts.nth(i).inner_text() for i in range(attempts.count())]
+    assert len(texts) >= 4, texts
+    assert all("[primary]" in t and "HTTP 500" in t for t in texts[:3]), texts
+    assert any("[backup]" in t and "/backup" in t for t in texts[3:]), texts
+    page.screenshot(path=str(shots / "deliveries.png"), full_page=True)
+
+    # 6. replay, and see it delivered
+    receiver.failing = False
+    page.locator("[data-testid=delivery] button", has_text="Replay").click()
+    page.wait_for_selector("[data-testid=delivery][data-status=delivered]", timeout=60_000)
+    replay = page.locator("[data-testid=delivery]")
+    assert "Replay of" in replay.inner_text()
+    assert "HTTP 200" in replay.locator("ol.timeline li").first.inner_text()
+    page.screenshot(path=str(shots / "replayed.png"), full_page=True)
+
+    # every page once more, for console errors and screenshots
+    for name in ("registrations", "scheduled", "health", "deliveries"):
+        page.goto(f"{local_stack.base_url}/portal#{name}")
+        page.wait_for_selector("main[aria-busy=false]")
+        page.wait_for_load_state("networkidle")
+        page.screenshot(path=str(shots / f"page-{name}.png"), full_page=True)
+    page.goto(f"{local_stack.base_url}/portal#health")
+    page.wait_for_selector("#health")
+    assert page.locator("table#health tbody tr", has_text=f"{receiver.url}/primary").count() == 1
+    assert tab.errors == [], tab.errors
+    assert tab.dialogs == []
+    if os.environ.get("PORTAL_SCREENSHOTS"):
+        shutil.copy(shots / "deliveries.png", shots / "portal.png")
+    tab.close()
+
+
+def test_names_render_as_text(local_stack: LocalStack, browser: Any) -> None:
+    owner = local_stack.tenant_key("OWNER")
+    made = requests.post(
+        f"{local_stack.base_url}/companies/{owner.tenant_id}/campaigns/config/callbacks",
+        headers=owner.headers,
+        json={
+            "event_type": "xss.check",
+            "campaign_id": XSS,
+            "destination_url": f"http://127.0.0.1:9/{XSS}",
+        },
+        timeout=10,
+    )
+    assert made.status_code == 201, made.text
+    tab = Page(browser)
+    tab.page.goto(_link(local_stack, owner, "read"))
+    tab.page.wait_for_selector("#campaign-list")
+    cell = tab.page.locator("#campaign-list td.name")
+    assert cell.inner_text() == XSS
+    assert tab.page.locator("#campaign-list img").count() == 0
+    assert tab.dialogs == [] and tab.errors == []
+    tab.close()
+
+
+def test_a_read_only_session_cannot_write(local_stack: LocalStack, browser: Any) -> None:
+    owner = local_stack.tenant_key("OWNER")
+    tab = Page(browser)
+    page = tab.page
+    page.goto(_link(local_stack, owner, "read"))
+    page.wait_for_selector("#campaign-create")
+    assert "read-only" in page.inner_text("#who")
+    assert page.locator("#campaign-create button[type=submit]").is_disabled()
+    assert tab.errors == []
+    # Even a hand-made request with the session's own CSRF token is refused.
+    status = page.evaluate(
+        """async (path) => {
+            const s = await (await fetch('/portal/session')).json();
+            const r = await fetch(path, {method: 'POST', headers: {
+                'Content-Type': 'application/json', 'X-CSRF-Token': s.csrf_token},
+                body: JSON.stringify({event_type: 'ro.check',
+                                      destination_url: 'http://127.0.0.1:9/ro'})});
+            return r.status;
+        }""",
+        f"/companies/{owner.tenant_id}/campaigns/config/callbacks",
+    )
+    assert status == 403
+    listed = requests.get(
+        f"{local_stack.base_url}/companies/{owner.tenant_id}/campaigns/config/callbacks",
+        headers=owner.headers,
+        timeout=10,
+    ).json()
+    assert listed == []
+    tab.close()
+
+
+def test_a_used_or_expired_link_is_refused(local_stack: LocalStack, browser: Any) -> None:
+    owner = local_stack.tenant_key("OWNER")
+    link = _link(local_stack, owner, "read")
+    first = Page(browser)
+    first.page.goto(link)
+    first.page.wait_for_selector("#campaign-create")
+    first.close()
+
+    second = Page(browser)
+    response = second.page.goto(link)
+    assert response is not None and response.status == 410
+    assert "cannot be used" in second.page.inner_text("body")
+    assert second.context.cookies() == []
+    # the portal itself, without a session
+    response = second.page.goto(f"{local_stack.base_url}/portal")
+    assert response is not None and response.status == 401
+
+    expiring = _link(local_stack, owner, "read", expires_in=1)
+    time.sleep(1.5)
+    response = second.page.goto(expiring)
+    assert response is not None and response.status == 410
+    assert second.context.cookies() == []
+    second.close()
