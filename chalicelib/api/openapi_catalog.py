@@ -459,7 +459,7 @@ def _events() -> Catalogue:
 
 def catalogue() -> dict[tuple[str, str], Operation]:
     """Every route's description (the test suite checks it covers ``app.routes`` exactly)."""
-    from chalicelib.api import openapi_families
+    from chalicelib.api import openapi_families, openapi_portal
 
     entries: dict[tuple[str, str], Operation] = {}
     for part in (
@@ -470,6 +470,7 @@ def catalogue() -> dict[tuple[str, str], Operation]:
         openapi_families.notification(),
         openapi_families.callnotify(),
         openapi_families.scheduled(),
+        openapi_portal.portal(),
     ):
         for key, op in part.items():
             if key in entries:
