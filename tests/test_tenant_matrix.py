@@ -538,6 +538,45 @@ def public_routes() -> dict[tuple[str, str], Route]:
     }
 
 
+def portal_routes() -> dict[tuple[str, str], Route]:
+    """The portal: a link for the tenant named in the body (OWNER, its RESELLER, ADMIN); the
+    pages and the cookie routes answer every key alike (they need the session cookie); the
+    portal's own data routes act on the key's (or session's) own tenant."""
+
+    def link(w: World, fresh: bool, t: str) -> Req:
+        return Req("POST", "/portal/sessions", {"tenant_id": t, "rights": "read"})
+
+    def cancel(w: World, fresh: bool, t: str) -> Req:
+        callback_id = w.dedicated("portal-cancel", fresh, w.scheduled)
+        return Req("POST", f"/portal/api/scheduled/{callback_id}/cancel")
+
+    def public(method: str, path: str, status: int) -> Route:
+        return Route(PUBLIC, READ, SELF, lambda w, f, t: Req(method, path), status)
+
+    return {
+        ("POST", "/portal/sessions"): Route(HOUSE, OWN, PATH, link, 201, own_path=201),
+        ("GET", "/portal/login"): public("GET", "/portal/login?token=rbl_unknown", 410),
+        ("GET", "/portal"): public("GET", "/portal", 401),
+        ("GET", "/portal/static/{name}"): public("GET", "/portal/static/portal.js", 200),
+        ("GET", "/portal/session"): public("GET", "/portal/session", 401),
+        ("POST", "/portal/logout"): public("POST", "/portal/logout", 401),
+        ("GET", "/portal/api/scheduled"): Route(
+            HOUSE,
+            READ,
+            SELF,
+            lambda w, f, t: Req("GET", "/portal/api/scheduled"),
+            200,
+            foreign=200,
+        ),
+        ("POST", "/portal/api/scheduled/{callback_id}/cancel"): Route(
+            HOUSE, WRITE, SELF, cancel, 200, foreign=404, consumes=True
+        ),
+        ("GET", "/portal/api/health"): Route(
+            HOUSE, READ, SELF, lambda w, f, t: Req("GET", "/portal/api/health"), 200, foreign=200
+        ),
+    }
+
+
 ROUTES: dict[tuple[str, str], Route] = {
     **campaign_routes(),
     **event_routes(),
@@ -546,6 +585,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     **notification_routes(),
     **scheduled_routes(),
     **public_routes(),
+    **portal_routes(),
 }
 
 

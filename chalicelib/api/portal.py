@@ -27,7 +27,7 @@ from chalice import Blueprint, Response
 
 from chalicelib import settings
 from chalicelib.api import scheduled as scheduled_api
-from chalicelib.api.auth import Denied, extract_key, principal_for_key
+from chalicelib.api.auth import Denied, authorize, extract_key, principal_for_key
 from chalicelib.api.errors import ApiError, json_error
 from chalicelib.api.house import Refusals, json_body
 from chalicelib.domain import scheduled as scheduled_rules
@@ -258,8 +258,13 @@ def static(name: str) -> Response:
 
 
 def _tenant(need: Need) -> tuple[Principal, str]:
+    """The caller's own tenant, as the own-tenant families (notification, scheduled) do it: a
+    session's or key's tenant; the admin key has none here (403)."""
     principal = _REFUSALS.principal(bp.current_request)
-    _REFUSALS.access(principal, principal.tenant_id, need)
+    try:
+        authorize(principal, principal.tenant_id, need)
+    except Denied as exc:
+        raise _REFUSALS.error(403) from exc
     return principal, principal.tenant_id
 
 
