@@ -305,3 +305,37 @@ def test_the_scheduled_timeline_and_cancel_use_the_scheduled_rules(client, make_
         headers={"Cookie": other_cookie, "X-CSRF-Token": other_csrf},
     )
     assert foreign.status_code == 404
+
+
+def test_a_session_is_confined_to_its_tenant_in_every_family(client, make_tenant):
+    """Another tenant's manage session gets what that tenant's own key would: refusals on the
+    victim's paths, and only its own data on the own-tenant routes."""
+    reseller = make_tenant("RESELLER")
+    victim = make_tenant("OWNER", parent=reseller.tenant_id)
+    made = client.http.post(
+        CAMPAIGN.format(victim.tenant_id), headers=victim.headers, body=_registration()
+    )
+    assert made.status_code == 201
+    victim_callback = _json(made)["callback_id"]
+    # the reseller's own session (for its own tenant) does not carry its reseller powers
+    for holder in (make_tenant("OWNER"), reseller):
+        cookie, csrf = _session(client, holder, "manage")
+        read = {"Cookie": cookie}
+        write = {**read, "X-CSRF-Token": csrf, "Content-Type": "application/json"}
+        victim_paths = (
+            ("GET", CAMPAIGN.format(victim.tenant_id), None),
+            ("GET", f"{CAMPAIGN.format(victim.tenant_id)}/{victim_callback}", None),
+            ("DELETE", f"{CAMPAIGN.format(victim.tenant_id)}/{victim_callback}", None),
+            ("POST", CAMPAIGN.format(victim.tenant_id), _registration()),
+            ("GET", f"/deliveries?tenant_id={victim.tenant_id}&status=failed", None),
+            ("POST", "/events", json.dumps({"tenant_id": victim.tenant_id, "event_type": "x"})),
+            ("GET", f"/customer/{victim.tenant_id}/callnotify", None),
+        )
+        for method, path, body in victim_paths:
+            headers = read if method == "GET" else write
+            response = client.http.request(method, path, headers=headers, body=body or b"")
+            assert response.status_code == 403, (holder.role, method, path, response.body)
+        own = client.http.get("/rest/api/v1.3/notifications/callbacks", headers=read)
+        assert own.status_code == 200 and _json(own) == []
+    still = client.http.get(CAMPAIGN.format(victim.tenant_id), headers=victim.headers)
+    assert [r["callback_id"] for r in _json(still)] == [victim_callback]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import time
 from collections import Counter
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,10 @@ HEALTH_STATUSES = (Status.DELIVERED, Status.FAILED, Status.SKIPPED)
 HEALTH_CAP = 2000  # deliveries read per status and tenant for the 7-day figures
 
 
-def security_headers(content_type: str, *, cache: bool = False) -> dict[str, str]:
+Headers = dict[str, str | list[str]]
+
+
+def security_headers(content_type: str, *, cache: bool = False) -> Headers:
     """Headers on every portal response: the strict CSP and its companions."""
     return {
         "Content-Type": content_type,
@@ -86,7 +90,7 @@ def _prefix() -> str:
 
 
 def _origin() -> str:
-    headers = bp.current_request.headers or {}
+    headers: Mapping[str, str] = bp.current_request.headers or {}
     host = headers.get("host") or "localhost"
     default = "http" if settings.stage() == "local" else "https"
     scheme = (headers.get("x-forwarded-proto") or default).split(",")[0].strip()
