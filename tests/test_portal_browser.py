@@ -24,6 +24,8 @@ import requests
 
 from tests.conftest import LocalStack, TenantKey
 
+pytestmark = pytest.mark.stack
+
 CHROMIUM = os.environ.get("RINGBACK_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
