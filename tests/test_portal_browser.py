@@ -276,7 +276,7 @@ def test_names_render_as_text(local_stack: LocalStack, browser: Any) -> None:
         json={
             "event_type": "xss.check",
             "campaign_id": XSS,
-            "destination_url": f"http://127.0.0.1:9/{XSS}",
+            "destination_url": "http://127.0.0.1:9/%3Cimg%20src=x%20onerror=alert(1)%3E",
         },
         timeout=10,
     )
@@ -345,3 +345,46 @@ def test_a_used_or_expired_link_is_refused(local_stack: LocalStack, browser: Any
     assert response is not None and response.status == 410
     assert second.context.cookies() == []
     second.close()
+
+
+def test_registrations_are_edited_tested_rotated_and_ended(
+    local_stack: LocalStack, browser: Any, receiver: Receiver, shots: Path
+) -> None:
+    owner = local_stack.tenant_key("OWNER")
+    base = f"{local_stack.base_url}/companies/{owner.tenant_id}/campaigns/config/callbacks"
+    made = requests.post(
+        base,
+        headers=owner.headers,
+        json={"event_type": "edit.check", "destination_url": f"{receiver.url}/old"},
+        timeout=10,
+    )
+    assert made.status_code == 201, made.text
+    old_id = made.json()["callback_id"]
+    tab = Page(browser)
+    page = tab.page
+    page.goto(_link(local_stack, owner, "manage"))
+    row = page.locator(f"tr[data-callback-id='{old_id}']")
+    row.wait_for()
+
+    row.locator("button", has_text="Edit").click()
+    page.fill("#campaign-create input[name=destination_url]", f"{receiver.url}/new")
+    page.locator("#campaign-create button[type=submit]").click()
+    page.locator("[data-testid=secret-value]").wait_for()
+    assert page.locator(f"tr[data-callback-id='{old_id}']").count() == 0
+    edited = page.locator("#campaign-list tbody tr", has_text=f"{receiver.url}/new")
+    assert edited.count() == 1
+    listed = requests.get(base, headers=owner.headers, timeout=10).json()
+    assert [r["destination_url"] for r in listed] == [f"{receiver.url}/new"]
+
+    edited.locator("button", has_text="Send test event").click()
+    page.wait_for_selector("#flash .msg:has-text('Test event')")
+    edited.locator("button", has_text="Rotate secret").click()
+    page.wait_for_selector("[data-testid=secret-value]")
+    assert page.inner_text("[data-testid=secret-value]").startswith("whsec_")
+    page.screenshot(path=str(shots / "registrations-edited.png"), full_page=True)
+
+    edited.get_by_role("button", name="End", exact=True).click()
+    page.wait_for_selector("#flash .msg:has-text('ended')")
+    assert requests.get(base, headers=owner.headers, timeout=10).json() == []
+    assert tab.errors == [] and tab.dialogs == []
+    tab.close()

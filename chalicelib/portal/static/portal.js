@@ -159,12 +159,37 @@
       select('method', 'destination_method', ['POST', 'PUT', 'GET'], 'POST'),
       h('div', {}, button('Create registration', null, '', true)));
     form.querySelector('button').type = 'submit';
+    const byId = {};
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
-      const created = await api('POST', tenantPath(`${CAMPAIGN}/callbacks`), formValues(form));
-      if (!created.ok) { flash(errorText(created), true); return; }
+      const values = formValues(form);
+      const replaces = form.dataset.replaces ? byId[form.dataset.replaces] : null;
+      if (replaces) {
+        // The campaign family has no update (its seed has none): an edit ends the registration
+        // and creates its successor (a new id and signing secret). If the successor is refused,
+        // the original is created again from its own fields.
+        const ended = await api('DELETE', tenantPath(`${CAMPAIGN}/callbacks/${replaces.callback_id}`));
+        if (!ended.ok) { flash(errorText(ended), true); return; }
+      }
+      const created = await api('POST', tenantPath(`${CAMPAIGN}/callbacks`), values);
+      if (!created.ok) {
+        if (replaces) {
+          const restore = { event_type: replaces.event_type, destination_url: replaces.destination_url,
+            destination_method: replaces.destination_method, content_type: replaces.content_type };
+          if (replaces.campaign_id) restore.campaign_id = replaces.campaign_id;
+          if (replaces.backup_url) restore.backup_url = replaces.backup_url;
+          if (replaces.end_date) restore.end_date = replaces.end_date;
+          const back = await api('POST', tenantPath(`${CAMPAIGN}/callbacks`), restore);
+          await registrations();
+          flash(`${errorText(created)} (the original was restored as ${back.ok ? back.data.callback_id : 'nothing: ' + errorText(back)})`, true);
+          return;
+        }
+        flash(errorText(created), true); return;
+      }
       await registrations();
-      flash(`Registration ${created.data.callback_id} created.`);
+      flash(replaces
+        ? `Registration ${replaces.callback_id} replaced by ${created.data.callback_id}.`
+        : `Registration ${created.data.callback_id} created.`);
       showSecret(`registration ${created.data.callback_id}`, created.data.signing_secret);
     });
     section.append(form);
@@ -183,6 +208,16 @@
           if (!res.ok) { flash(errorText(res), true); return; }
           await registrations(); flash('Registration re-enabled.');
         }) : null,
+        button('Edit', () => {
+          byId[r.callback_id] = r;
+          form.dataset.replaces = r.callback_id;
+          for (const name of ['event_type', 'campaign_id', 'destination_url', 'backup_url']) {
+            form.querySelector(`[name=${name}]`).value = r[name] || '';
+          }
+          form.querySelector('[name=destination_method]').value = r.destination_method;
+          form.querySelector('button[type=submit]').textContent = 'Save (replaces the registration)';
+          form.scrollIntoView();
+        }, 'secondary'),
         button('Send test event', async () => {
           const res = await api('POST', tenantPath(`${CAMPAIGN}/callback_events/test`),
             { event_type: r.event_type, campaign_id: r.campaign_id || undefined });
