@@ -536,6 +536,7 @@
     clearTimers();
     const name = (location.hash || '#registrations').slice(1);
     const view = PAGES[name] || registrations;
+    document.getElementById('flash').replaceChildren();
     for (const a of document.querySelectorAll('header nav a')) {
       a.classList.toggle('active', a.dataset.page === name);
     }
