@@ -339,3 +339,65 @@ def test_a_session_is_confined_to_its_tenant_in_every_family(client, make_tenant
         assert own.status_code == 200 and _json(own) == []
     still = client.http.get(CAMPAIGN.format(victim.tenant_id), headers=victim.headers)
     assert [r["callback_id"] for r in _json(still)] == [victim_callback]
+
+
+def test_the_page_creates_scheduled_callbacks_with_the_scheduled_rules(client, make_tenant):
+    owner = make_tenant("OWNER")
+    cookie, csrf = _session(client, owner)
+    headers = {"Cookie": cookie, "X-CSRF-Token": csrf, "Content-Type": "application/json"}
+    from datetime import UTC, datetime, timedelta
+
+    later = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0).isoformat()
+    body = {"callback_url": "http://127.0.0.1:9/s", "callback_time": later}
+    made = client.http.post("/portal/api/scheduled", headers=headers, body=json.dumps(body))
+    assert made.status_code == 201, made.body
+    view = _json(made)
+    assert view["state"] == "scheduled" and view["signing_secret"].startswith("whsec_")
+    retrieved = client.http.get(f"/api/1.0/retrieve/{view['callback_id']}?api_key={owner.key}")
+    assert _json(retrieved)["callback"]["callback_url"] == "http://127.0.0.1:9/s"
+    again = client.http.post("/portal/api/scheduled", headers=headers, body=json.dumps(body))
+    assert again.status_code == 409
+    past = {"callback_url": "http://127.0.0.1:9/s", "callback_time": "2020-01-01T00:00:00Z"}
+    expired = client.http.post("/portal/api/scheduled", headers=headers, body=json.dumps(past))
+    assert expired.status_code == 400
+    assert _json(expired)["error"] == "callback_time_expired"
+    read_cookie, read_csrf = _session(client, owner, "read")
+    refused = client.http.post(
+        "/portal/api/scheduled",
+        headers={**headers, "Cookie": read_cookie, "X-CSRF-Token": read_csrf},
+        body=json.dumps({**body, "callback_url": "http://127.0.0.1:9/t"}),
+    )
+    assert refused.status_code == 403
+
+
+def test_health_counts_finished_deliveries_per_target(client, make_tenant, worker, httpserver):
+    owner = make_tenant("OWNER")
+    httpserver.expect_request("/ok").respond_with_data("ok")
+    httpserver.expect_request("/bad").respond_with_data("no", status=500)
+    for path in ("/ok", "/bad"):
+        made = client.http.post(
+            CAMPAIGN.format(owner.tenant_id),
+            headers=owner.headers,
+            body=json.dumps(
+                {
+                    "event_type": f"health{path.replace('/', '.')}",
+                    "destination_url": httpserver.url_for(path),
+                }
+            ),
+        )
+        assert made.status_code == 201, made.body
+    for event_type, times in (("health.ok", 2), ("health.bad", 1)):
+        for _ in range(times):
+            published = client.http.post(
+                "/events", headers=owner.headers, body=json.dumps({"event_type": event_type})
+            )
+            assert published.status_code == 202
+    worker.run_until_idle(timeout=60)
+    cookie, _ = _session(client, owner, "read")
+    health = _json(client.http.get("/portal/api/health", headers={"Cookie": cookie}))
+    by_target = {t["target"]: t for t in health["targets"]}
+    ok = by_target[httpserver.url_for("/ok")]
+    bad = by_target[httpserver.url_for("/bad")]
+    assert ok["24h"] == {"delivered": 2, "failed": 0, "skipped": 0, "success_rate": 1.0}
+    assert bad["7d"] == {"delivered": 0, "failed": 1, "skipped": 0, "success_rate": 0.0}
+    assert health["capped"] is False

@@ -388,3 +388,36 @@ def test_registrations_are_edited_tested_rotated_and_ended(
     assert requests.get(base, headers=owner.headers, timeout=10).json() == []
     assert tab.errors == [] and tab.dialogs == []
     tab.close()
+
+
+def test_scheduled_callbacks_are_created_and_cancelled_on_the_timeline(
+    local_stack: LocalStack, browser: Any, shots: Path
+) -> None:
+    owner = local_stack.tenant_key("OWNER")
+    tab = Page(browser)
+    page = tab.page
+    page.goto(_link(local_stack, owner, "manage"))
+    page.wait_for_selector("#campaign-create")
+    page.goto(f"{local_stack.base_url}/portal#scheduled")
+    form = page.locator("#scheduled-create")
+    form.wait_for()
+    for n in (1, 2):
+        form.locator("input[name=callback_url]").fill(f"http://127.0.0.1:9/scheduled/{n}")
+        form.locator("button[type=submit]").click()
+        page.wait_for_selector(f"table#scheduled tr:has-text('/scheduled/{n}')")
+        form = page.locator("#scheduled-create")
+    assert page.inner_text("[data-testid=secret-value]").startswith("whsec_")
+    assert page.locator("svg.chart circle").count() == 2
+    page.screenshot(path=str(shots / "scheduled.png"), full_page=True)
+    page.locator("table#scheduled tr", has_text="/scheduled/1").get_by_role(
+        "button", name="Cancel"
+    ).click()
+    page.wait_for_selector("#flash .msg:has-text('cancelled')")
+    assert page.locator("table#scheduled tr", has_text="/scheduled/1").count() == 0
+    assert page.locator("table#scheduled tr", has_text="/scheduled/2").count() == 1
+    listed = requests.get(
+        f"{local_stack.base_url}/api/1.0/list?api_key={owner.key}&state=cancelled", timeout=10
+    ).json()
+    assert [c["callback_url"] for c in listed["callbacks"]] == ["http://127.0.0.1:9/scheduled/1"]
+    assert tab.errors == [] and tab.dialogs == []
+    tab.close()

@@ -550,6 +550,10 @@ def portal_routes() -> dict[tuple[str, str], Route]:
         callback_id = w.dedicated("portal-cancel", fresh, w.scheduled)
         return Req("POST", f"/portal/api/scheduled/{callback_id}/cancel")
 
+    def create_scheduled(w: World, fresh: bool, t: str) -> Req:
+        body = {"callback_url": f"{w.receiver}/probe/psc/{w.n()}", "callback_time": iso_in(3600)}
+        return Req("POST", "/portal/api/scheduled", body)
+
     def public(method: str, path: str, status: int) -> Route:
         return Route(PUBLIC, READ, SELF, lambda w, f, t: Req(method, path), status)
 
@@ -567,6 +571,9 @@ def portal_routes() -> dict[tuple[str, str], Route]:
             lambda w, f, t: Req("GET", "/portal/api/scheduled"),
             200,
             foreign=200,
+        ),
+        ("POST", "/portal/api/scheduled"): Route(
+            HOUSE, WRITE, SELF, create_scheduled, 201, foreign=201
         ),
         ("POST", "/portal/api/scheduled/{callback_id}/cancel"): Route(
             HOUSE, WRITE, SELF, cancel, 200, foreign=404, consumes=True

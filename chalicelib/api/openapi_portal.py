@@ -104,6 +104,11 @@ def portal() -> Catalogue:
             "generated_at": TIMESTAMP,
         }
     )
+    created_scheduled = {
+        **SCHEDULED_VIEW,
+        "properties": {**SCHEDULED_VIEW["properties"], "signing_secret": string(min_length=1)},
+        "required": [*SCHEDULED_VIEW["required"], "signing_secret"],
+    }
     return {
         ("POST", "/portal/sessions"): Operation(
             PORTAL,
@@ -163,6 +168,19 @@ def portal() -> Catalogue:
             },
             errors=(400, 401, 403, 404),
             query=(Param("cursor", string(), "next_cursor of the previous page"),),
+        ),
+        ("POST", "/portal/api/scheduled"): Operation(
+            PORTAL,
+            "Create a scheduled callback (the scheduled API's own create parameters, as JSON)",
+            {201: Body(created_scheduled)},
+            errors=(400, 401, 403, 409),
+            request=Body(
+                obj(
+                    {"callback_url": string(), "callback_time": string()},
+                    required=(),
+                    closed=False,
+                )
+            ),
         ),
         ("POST", "/portal/api/scheduled/{callback_id}/cancel"): Operation(
             PORTAL,

@@ -17,6 +17,7 @@ from the query string only), and per-target health.
 from __future__ import annotations
 
 import html
+import logging
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -29,18 +30,22 @@ from chalice import Blueprint, Response
 from chalicelib import settings
 from chalicelib.api import scheduled as scheduled_api
 from chalicelib.api.auth import Denied, authorize, extract_key, principal_for_key
+from chalicelib.api.common import check_destination
 from chalicelib.api.errors import ApiError, json_error
 from chalicelib.api.house import Refusals, json_body
+from chalicelib.delivery import scheduled as scheduler
 from chalicelib.domain import scheduled as scheduled_rules
 from chalicelib.domain.access import Need, Principal, Role
 from chalicelib.domain.retry import Status
 from chalicelib.domain.timeutil import fmt, utcnow
+from chalicelib.domain.urlsafety import InvalidUrl, UnsafeDestination
 from chalicelib.portal import session as portal_session
 from chalicelib.storage import deliveries
 from chalicelib.storage import portal as store
 from chalicelib.storage import scheduled as scheduled_store
 
 bp = Blueprint(__name__)
+log = logging.getLogger("ringback.portal")
 
 _REFUSALS = Refusals(
     forbidden="this key or session may not do that for this tenant", not_found="tenant not found"
@@ -292,6 +297,41 @@ def scheduled_timeline() -> dict[str, Any]:
         "callbacks": views,
         "next_cursor": scheduled_rules.encode_cursor(last) if last else None,
     }
+
+
+@bp.route("/portal/api/scheduled", methods=["POST"])
+def create_scheduled() -> Response:
+    """Create a scheduled callback from the page: the body holds the scheduled API's own
+    parameters (``callback_url``, ``callback_time``, ``callback_repeat``...), checked by its
+    ``parse_create`` and stored by its ``create``, exactly as ``/api/1.0/create`` does. Errors
+    name the family's own key (``callback_time_expired``...) in the house body."""
+    _, tenant_id = _tenant(Need.WRITE)
+    body = json_body(bp.current_request)
+    params = {
+        name: str(value)
+        for name, value in body.items()
+        if isinstance(value, str | int) and not isinstance(value, bool) and name != "api_key"
+    }
+    params["api_key"] = "portal-session"  # the session stands for the key (checked above)
+    now = utcnow()
+    try:
+        wanted = scheduled_rules.parse_create(params, now)
+        check_destination(wanted.callback_url)
+    except scheduled_rules.ScheduleError as exc:
+        raise json_error(400, exc.key, exc.key.replace("_", " ")) from exc
+    except (InvalidUrl, UnsafeDestination) as exc:
+        raise json_error(400, "callback_url_forbidden", str(exc), field="callback_url") from exc
+    try:
+        created = scheduled_store.create(tenant_id, wanted, now)
+    except scheduled_store.AlreadyExists as exc:
+        raise json_error(409, "callback_already_exists", "the same URL and time exist") from exc
+    try:
+        scheduler.hand_over(created.outbox)
+    except Exception:  # stored durably: the sweeper hands it over instead
+        log.exception("callback %s: first firing left to the sweeper", created.record.callback_id)
+    view = scheduled_api.callback_view(created.record)
+    view["signing_secret"] = created.signing_secret  # shown once
+    return Response(body=view, status_code=201)
 
 
 @bp.route("/portal/api/scheduled/{callback_id}/cancel", methods=["POST"])

@@ -453,7 +453,26 @@
   // ------------------------------------------------------------------ scheduled
 
   async function scheduled(cursor) {
-    const root = h('div', {}, h('h1', {}, 'Scheduled'));
+    const root = h('div', {}, h('h1', {}, 'Scheduled'), h('div', { id: 'secret-slot' }));
+    const form = h('form', { class: 'card', id: 'scheduled-create' },
+      field('callback URL', 'callback_url', { required: true, type: 'url' }),
+      field('first firing (ISO 8601 with zone)', 'callback_time', {
+        required: true, value: new Date(Date.now() + 3600000).toISOString().replace(/\.\d+Z$/, 'Z'),
+      }),
+      select('repeat', 'callback_repeat', ['0', '1'], '0'),
+      select('repeat type', 'callback_repeat_type', ['interval', 'immediate'], 'interval'),
+      select('unit', 'callback_repeat_interval_unit', ['minutes', 'hours', 'days', 'months', 'years', 'seconds'], 'hours'),
+      field('interval', 'callback_repeat_interval', { type: 'number', min: 1, value: 1 }),
+      h('div', {}, h('button', { type: 'submit', disabled: !canWrite() }, 'Schedule callback')));
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const made = await api('POST', '/portal/api/scheduled', formValues(form));
+      if (!made.ok) { flash(errorText(made), true); return; }
+      await scheduled(null);
+      flash(`Callback ${made.data.callback_id} scheduled for ${when(made.data.timestamp)}.`);
+      showSecret(`scheduled callback ${made.data.callback_id}`, made.data.signing_secret);
+    });
+    root.append(form);
     page().replaceChildren(root);
     const res = await api('GET', `/portal/api/scheduled${cursor ? `?cursor=${encodeURIComponent(cursor)}` : ''}`);
     if (!res.ok) { root.append(h('p', { class: 'bad' }, errorText(res))); return; }
