@@ -421,3 +421,74 @@ def test_scheduled_callbacks_are_created_and_cancelled_on_the_timeline(
     assert [c["callback_url"] for c in listed["callbacks"]] == ["http://127.0.0.1:9/scheduled/1"]
     assert tab.errors == [] and tab.dialogs == []
     tab.close()
+
+
+def test_notification_callbacks_and_call_notifiers_in_their_own_terms(
+    local_stack: LocalStack, browser: Any, receiver: Receiver, shots: Path
+) -> None:
+    owner = local_stack.tenant_key("OWNER")
+    tab = Page(browser)
+    page = tab.page
+    page.goto(_link(local_stack, owner, "manage"))
+
+    # notification callback: create (verified against the receiver), subscribe, edit, delete
+    form = page.locator("#notification-create")
+    form.wait_for()
+    form.locator("input[name=name]").fill("portal_cb")
+    form.locator("input[name=url]").fill(f"{receiver.url}/notify")
+    form.locator("input[name=userName]").fill("user")
+    form.locator("input[name=password]").fill("pw-portal-1")
+    form.locator("button[type=submit]").click()
+    row = page.locator("tr[data-callback-name='portal_cb']")
+    row.wait_for()
+    assert page.inner_text("[data-testid=secret-value]").startswith("whsec_")
+    assert "pw-portal-1" not in page.content()
+    sub = page.locator("#subscription-create")
+    sub.locator("input[name=name]").fill("portal_sub")
+    sub.locator("input[name=eventNames]").fill("SMS_FAILED, EMAIL_BOUNCED")
+    sub.locator("button[type=submit]").click()
+    page.wait_for_selector("li[data-subscription='portal_sub']")
+    assert "SMS_FAILED, EMAIL_BOUNCED" in page.inner_text("li[data-subscription='portal_sub']")
+    page.locator("tr[data-callback-name='portal_cb']").get_by_role("button", name="Edit").click()
+    form = page.locator("#notification-create")
+    form.locator("input[name=url]").fill(f"{receiver.url}/notify2")
+    form.locator("input[name=userName]").fill("user")
+    form.locator("input[name=password]").fill("pw-portal-2")
+    form.locator("button[type=submit]").click()
+    page.wait_for_selector(f"tr[data-callback-name='portal_cb']:has-text('{receiver.url}/notify2')")
+
+    # call notifier: create, edit, delete
+    cn = page.locator("#callnotify-create")
+    cn.locator("input[name=url]").fill(f"{receiver.url}/call")
+    cn.locator("button[type=submit]").click()
+    notifier = page.locator("#callnotify-list tr[data-notify-id]")
+    notifier.wait_for()
+    notify_id = notifier.get_attribute("data-notify-id")
+    notifier.get_by_role("button", name="Edit").click()
+    page.locator("#callnotify-create select[name=selection]").select_option("MVNO")
+    page.locator("#callnotify-create button[type=submit]").click()
+    page.wait_for_selector(f"tr[data-notify-id='{notify_id}']:has-text('MVNO')")
+    page.screenshot(path=str(shots / "registrations-families.png"), full_page=True)
+
+    page.locator("li[data-subscription='portal_sub']").get_by_role(
+        "button", name="Unsubscribe"
+    ).click()
+    page.wait_for_selector("#flash .msg:has-text('portal_sub deleted')")
+    page.locator("tr[data-callback-name='portal_cb']").get_by_role("button", name="Delete").click()
+    page.wait_for_selector("#flash .msg:has-text('Callback deleted')")
+    page.locator(f"tr[data-notify-id='{notify_id}']").get_by_role("button", name="Delete").click()
+    page.wait_for_selector("#flash .msg:has-text('Notifier deleted')")
+    callbacks = requests.get(
+        f"{local_stack.base_url}/rest/api/v1.3/notifications/callbacks",
+        headers={"Authorization": owner.key},
+        timeout=10,
+    ).json()
+    assert callbacks == []
+    notifiers = requests.get(
+        f"{local_stack.base_url}/customer/{owner.tenant_id}/callnotify",
+        headers=owner.headers,
+        timeout=10,
+    ).json()
+    assert notifiers == []
+    assert tab.errors == [] and tab.dialogs == []
+    tab.close()

@@ -56,6 +56,7 @@
     const d = result.data;
     if (d && typeof d === 'object') {
       if (d.message) return `${result.status}: ${d.message}`;
+      if (d.detail) return `${result.status}: ${d.detail}`;
       if (d.error && typeof d.error === 'object') return `${result.status}: ${JSON.stringify(d.error)}`;
       if (d.error) return `${result.status}: ${d.error}`;
       if (d.errorMessage) return `${result.status}: ${d.errorMessage}`;
@@ -242,39 +243,64 @@
 
   function notificationSection(result, subs) {
     const section = h('section', { id: 'notification' }, h('h2', {}, 'Notification callbacks and subscriptions'));
-    const form = h('form', { class: 'card' },
+    const submit = h('button', { type: 'submit', disabled: !canWrite() }, 'Create callback');
+    const form = h('form', { class: 'card', id: 'notification-create' },
       field('name', 'name', { required: true }),
       field('URL', 'url', { required: true, type: 'url' }),
       field('backup URL', 'backupUrl', { type: 'url' }),
+      field('batch size', 'batchSize', { type: 'number', min: 1, value: 10, required: true }),
       field('user name', 'userName', { required: true }),
       field('password', 'password', { required: true, type: 'password', autocomplete: 'off' }),
-      h('div', {}, h('button', { type: 'submit', disabled: !canWrite() }, 'Create callback')));
+      h('div', {}, submit));
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
       const v = formValues(form);
-      const body = { name: v.name, url: v.url, authentication: { type: 'B', data: { userName: v.userName, password: v.password } } };
+      const editing = form.dataset.editing;
+      const body = { name: v.name, url: v.url, batchSize: Number(v.batchSize),
+        authentication: { type: 'B', data: { userName: v.userName, password: v.password } } };
       if (v.backupUrl) body.backupUrl = v.backupUrl;
-      const res = await api('POST', `${NOTIF}/callbacks`, body);
+      const res = editing
+        ? await api('PUT', `${NOTIF}/callbacks/${encodeURIComponent(editing)}`, body)
+        : await api('POST', `${NOTIF}/callbacks`, body);
       if (!res.ok) { flash(errorText(res), true); return; }
       await registrations();
+      if (editing) { flash(`Callback ${editing} updated.`); return; }
       showSecret(`callback ${res.data.name}`, res.data.signing_secret);
     });
     section.append(form);
     if (!result.ok) { section.append(h('p', { class: 'bad' }, errorText(result))); return section; }
     const byCallback = {};
-    const subList = subs.ok && Array.isArray(subs.data) ? subs.data
-      : (subs.ok && subs.data && Array.isArray(subs.data.subscriptions) ? subs.data.subscriptions : []);
+    const subList = subs.ok && Array.isArray(subs.data) ? subs.data : [];
     for (const sub of subList) {
-      const key = sub.callbackName || sub.callback || '';
-      (byCallback[key] = byCallback[key] || []).push(sub.name || JSON.stringify(sub));
+      (byCallback[sub.callbackName] = byCallback[sub.callbackName] || []).push(sub);
     }
     const list = Array.isArray(result.data) ? result.data : [];
-    const rows = list.map((c) => h('tr', {},
+    const subscriptionsOf = (name) => {
+      const found = byCallback[name] || [];
+      if (!found.length) return h('span', { class: 'muted' }, 'none');
+      return h('ul', {}, found.map((sub) => h('li', { 'data-subscription': sub.name },
+        h('span', { class: 'name' }, sub.name), ': ', (sub.eventNames || []).join(', '), ' ',
+        button('Unsubscribe', async () => {
+          const res = await api('DELETE', `${NOTIF}/subscriptions/${encodeURIComponent(sub.name)}`);
+          if (!res.ok) { flash(errorText(res), true); return; }
+          await registrations(); flash(`Subscription ${sub.name} deleted.`);
+        }, 'danger'))));
+    };
+    const rows = list.map((c) => h('tr', { 'data-callback-name': c.name },
       h('td', { class: 'name' }, c.name),
       h('td', { class: 'url' }, c.url, c.backupUrl ? h('div', { class: 'backup' }, 'backup: ', c.backupUrl) : null),
-      h('td', {}, (byCallback[c.name] || []).join(', ') || h('span', { class: 'muted' }, 'none')),
+      h('td', {}, subscriptionsOf(c.name)),
       h('td', {}, c.disabledReason ? h('span', { class: 'bad' }, 'disabled: ', c.disabledReason) : badge('active')),
       h('td', {},
+        button('Edit', () => {
+          form.dataset.editing = c.name;
+          form.querySelector('[name=name]').value = c.name;
+          form.querySelector('[name=url]').value = c.url || '';
+          form.querySelector('[name=backupUrl]').value = c.backupUrl || '';
+          form.querySelector('[name=batchSize]').value = c.batchSize || 10;
+          submit.textContent = `Save ${c.name} (enter the credentials again)`;
+          form.scrollIntoView();
+        }, 'secondary'),
         button('Rotate secret', async () => {
           const res = await api('POST', `${NOTIF}/callbacks/${encodeURIComponent(c.name)}/secret/rotate`);
           if (!res.ok) { flash(errorText(res), true); return; }
@@ -285,50 +311,86 @@
           if (!res.ok) { flash(errorText(res), true); return; }
           await registrations(); flash('Callback deleted.');
         }, 'danger'))));
-    section.append(h('table', {},
+    section.append(h('table', { id: 'notification-list' },
       h('thead', {}, h('tr', {}, ['Name', 'URL', 'Subscriptions', 'State', ''].map((t) => h('th', {}, t)))),
       h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: 5, class: 'muted' }, 'No callbacks.')))));
+    if (list.length) {
+      const subForm = h('form', { class: 'card', id: 'subscription-create' },
+        field('subscription name', 'name', { required: true }),
+        select('callback', 'callbackName', list.map((c) => c.name), list[0].name),
+        field('event names (comma separated)', 'eventNames', { required: true, placeholder: 'SMS_FAILED, EMAIL_BOUNCED' }),
+        h('div', {}, h('button', { type: 'submit', disabled: !canWrite() }, 'Subscribe')));
+      subForm.addEventListener('submit', async (ev) => {
+        ev.preventDefault();
+        const v = formValues(subForm);
+        const body = { name: v.name, callbackName: v.callbackName,
+          eventNames: (v.eventNames || '').split(',').map((e) => e.trim()).filter(Boolean) };
+        const res = await api('POST', `${NOTIF}/subscriptions`, body);
+        if (!res.ok) { flash(errorText(res), true); return; }
+        await registrations(); flash(`Subscription ${v.name} created.`);
+      });
+      section.append(subForm);
+    }
     return section;
   }
 
   function scheduledSection(result) {
     const section = h('section', { id: 'scheduled-registrations' }, h('h2', {}, 'Scheduled callbacks'),
-      h('p', { class: 'muted' }, 'Upcoming firings and cancel: see the Scheduled page.'));
+      h('p', { class: 'muted' }, 'Create one and see the upcoming firings on the Scheduled page.'));
     if (!result.ok) { section.append(h('p', { class: 'bad' }, errorText(result))); return section; }
-    section.append(h('p', {}, `${result.data.callbacks.length} live scheduled callback(s) on this page.`));
+    const rows = result.data.callbacks.map((c) => h('tr', { 'data-callback-id': c.callback_id },
+      h('td', { class: 'mono' }, c.callback_id),
+      h('td', { class: 'url' }, c.callback_url),
+      h('td', {}, when(c.timestamp)),
+      h('td', {}, c.repeat ? `${c.repeat.type}: every ${c.repeat.interval} ${c.repeat.interval_unit}` : 'once'),
+      h('td', {}, button('Cancel', async () => {
+        const r = await api('POST', `/portal/api/scheduled/${encodeURIComponent(c.callback_id)}/cancel`);
+        if (!r.ok) { flash(errorText(r), true); return; }
+        await registrations(); flash(`Callback ${c.callback_id} cancelled.`);
+      }, 'danger'))));
+    section.append(h('table', {},
+      h('thead', {}, h('tr', {}, ['Id', 'URL', 'Next firing', 'Repeat', ''].map((t) => h('th', {}, t)))),
+      h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: 5, class: 'muted' }, 'No live scheduled callbacks.')))));
+    if (result.data.next_cursor) section.append(h('p', { class: 'muted' }, 'More on the Scheduled page.'));
     return section;
   }
 
   function callnotifySection(result) {
     const section = h('section', { id: 'callnotify' }, h('h2', {}, 'Call notifiers'));
-    const form = h('form', { class: 'card' },
+    const submit = h('button', { type: 'submit', disabled: !canWrite() }, 'Create notifier');
+    const form = h('form', { class: 'card', id: 'callnotify-create' },
       field('URL', 'url', { required: true }),
       select('method', 'method', ['POSTJSON', 'POSTARGS', 'POSTXML1', 'POSTXML2', 'GET1', 'GET2'], 'POSTJSON'),
       select('selection', 'selection', ['ALL', 'SIP', 'MVNO'], 'ALL'),
-      h('div', {}, h('button', { type: 'submit', disabled: !canWrite() }, 'Create notifier')));
+      h('div', {}, submit));
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
-      const res = await api('POST', tenantPath(CALLNOTIFY), formValues(form));
+      const editing = form.dataset.editing;
+      const res = editing
+        ? await api('PUT', tenantPath(`${CALLNOTIFY}/${encodeURIComponent(editing)}`), formValues(form))
+        : await api('POST', tenantPath(CALLNOTIFY), formValues(form));
       if (!res.ok) { flash(errorText(res), true); return; }
       await registrations();
+      if (editing) { flash(`Notifier ${editing} updated.`); return; }
       showSecret(`notifier ${res.data._id}`, res.data.signing_secret);
     });
     section.append(form);
     if (!result.ok) { section.append(h('p', { class: 'bad' }, errorText(result))); return section; }
     const rows = (Array.isArray(result.data) ? result.data : []).map((n) => {
       const item = tenantPath(`${CALLNOTIFY}/${encodeURIComponent(n._id)}`);
-      return h('tr', {},
+      return h('tr', { 'data-notify-id': n._id },
         h('td', { class: 'mono' }, n._id),
         h('td', { class: 'url' }, n.url),
         h('td', {}, n.method, ' / ', n.selection),
         h('td', {}, n.disabled_reason ? h('span', { class: 'bad' }, 'disabled: ', n.disabled_reason) : badge('active')),
         h('td', {},
-          button('Edit URL', async () => {
-            const url = window.prompt('New URL', n.url);
-            if (!url) return;
-            const res = await api('PUT', item, { url });
-            if (!res.ok) { flash(errorText(res), true); return; }
-            await registrations(); flash('Notifier updated.');
+          button('Edit', () => {
+            form.dataset.editing = n._id;
+            form.querySelector('[name=url]').value = n.url;
+            form.querySelector('[name=method]').value = n.method;
+            form.querySelector('[name=selection]').value = n.selection;
+            submit.textContent = `Save notifier ${n._id}`;
+            form.scrollIntoView();
           }, 'secondary'),
           button('Rotate secret', async () => {
             const res = await api('POST', `${item}/secret/rotate`);
@@ -341,7 +403,7 @@
             await registrations(); flash('Notifier deleted.');
           }, 'danger')));
     });
-    section.append(h('table', {},
+    section.append(h('table', { id: 'callnotify-list' },
       h('thead', {}, h('tr', {}, ['Id', 'URL', 'Method / selection', 'State', ''].map((t) => h('th', {}, t)))),
       h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: 5, class: 'muted' }, 'No call notifiers.')))));
     return section;
