@@ -174,6 +174,29 @@ def _delivery_of(stack: LocalStack, owner: TenantKey, event_id: str) -> str:
     raise AssertionError(f"event {event_id} was never fanned out")
 
 
+def _delivery(stack: LocalStack, owner: TenantKey, delivery_id: str) -> dict[str, Any]:
+    response = requests.get(
+        f"{stack.base_url}/deliveries/{delivery_id}", headers=owner.headers, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def _wait_status(stack: LocalStack, owner: TenantKey, delivery_id: str, status: str) -> None:
+    deadline = time.monotonic() + 150
+    while _delivery(stack, owner, delivery_id)["status"] != status:
+        assert time.monotonic() < deadline, f"{delivery_id} never became {status}"
+        time.sleep(0.5)
+
+
+def _wait_replayed(stack: LocalStack, owner: TenantKey, delivery_id: str) -> str:
+    deadline = time.monotonic() + 30
+    while not _delivery(stack, owner, delivery_id)["replayed_by"]:
+        assert time.monotonic() < deadline, f"{delivery_id} was never replayed"
+        time.sleep(0.3)
+    return str(_delivery(stack, owner, delivery_id)["replayed_by"])
+
+
 def _publish(stack: LocalStack, owner: TenantKey, event_type: str) -> str:
     response = requests.post(
         f"{stack.base_url}/events",
@@ -232,6 +255,7 @@ def test_the_portal_journey(
     # 5. the receiver fails: retries, then the backup URL, in the attempts timeline
     receiver.failing = True
     failing = _publish(local_stack, owner, event_type)
+    also_failing = _publish(local_stack, owner, event_type)  # for the range replay below
     _show_deliveries(page, "retrying", failing)
     page.click(f"tr[data-delivery-id='{failing}']")
     # the detail refreshes itself until the delivery is final (2,4,8,16,32 s locally)
@@ -244,6 +268,7 @@ def test_the_portal_journey(
     page.screenshot(path=str(shots / "deliveries.png"), full_page=True)
 
     # 6. replay, and see it delivered
+    _wait_status(local_stack, owner, also_failing, "failed")  # before the receiver recovers
     receiver.failing = False
     page.locator("[data-testid=delivery] button", has_text="Replay").click()
     page.wait_for_selector("[data-testid=delivery][data-status=delivered]", timeout=60_000)
@@ -251,6 +276,17 @@ def test_the_portal_journey(
     assert "Replay of" in replay.inner_text()
     assert "HTTP 200" in replay.locator("ol.timeline li").first.inner_text()
     page.screenshot(path=str(shots / "replayed.png"), full_page=True)
+
+    # a filtered range: every failed delivery not yet replayed, with a progress bar
+    _show_deliveries(page, "failed", also_failing)
+    page.get_by_role(
+        "button", name="Replay every failed/skipped delivery matching the filter"
+    ).click()
+    page.wait_for_selector("#replay-progress:has-text('1 / 1')")
+    assert page.get_attribute("[data-testid=replay-bar]", "value") == "1"
+    page.wait_for_selector("#flash .msg:has-text('Replayed 1 of 1')")
+    replayed_by = _wait_replayed(local_stack, owner, also_failing)
+    _wait_status(local_stack, owner, replayed_by, "delivered")
 
     # every page once more, for console errors and screenshots
     for name in ("registrations", "scheduled", "health", "deliveries"):

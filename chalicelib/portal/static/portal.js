@@ -446,26 +446,45 @@
     h('td', { class: 'mono' }, d.delivery_id),
     h('td', {}, d.family),
     h('td', { class: 'url' }, d.target),
-    h('td', {}, badge(d.status)),
+    h('td', {}, badge(d.status), d.replayed_by ? h('span', { class: 'muted' }, ' replayed') : null),
     h('td', {}, String((d.attempts || []).length)),
     h('td', {}, when(d.created_at))));
-    const replayable = found.filter((d) => (d.status === 'failed' || d.status === 'skipped') && !d.replayed_by);
+    const isReplayable = (d) => (d.status === 'failed' || d.status === 'skipped') && !d.replayed_by;
+    const replayable = found.filter(isReplayable);
     const progress = h('span', { id: 'replay-progress' });
+    const status = form.querySelector('[name=status]').value;
     const pager = h('div', { class: 'pager' },
       res.data.next_cursor ? h('button', { type: 'button', class: 'secondary',
         onclick: () => loadDeliveries(form, list, detail, res.data.next_cursor) }, 'Next page') : null,
-      replayable.length ? button(`Replay ${replayable.length} failed/skipped on this page`, async () => {
-        const bar = h('progress', { max: replayable.length, value: 0 });
-        const label = h('span', {}, ` 0 / ${replayable.length}`);
+      ['all', 'failed', 'skipped'].includes(status) ? button('Replay every failed/skipped delivery matching the filter', async () => {
+        // Walk the filter's pages with the API's cursor, then replay one by one, so the bar
+        // shows real progress (each replay is the API's own POST /deliveries/{id}/replay).
+        const label = h('span', {}, ' finding deliveries...');
+        progress.replaceChildren(label);
+        const targets = [];
+        let next = null;
+        do {
+          const query = new URLSearchParams(params);
+          query.delete('cursor');
+          query.set('limit', '200');
+          if (next) query.set('cursor', next);
+          const pageRes = await api('GET', `/deliveries?${query}`);
+          if (!pageRes.ok) { flash(errorText(pageRes), true); return; }
+          targets.push(...(pageRes.data.deliveries || []).filter(isReplayable));
+          next = pageRes.data.next_cursor;
+        } while (next && targets.length < 1000);
+        const bar = h('progress', { max: targets.length || 1, value: 0, 'data-testid': 'replay-bar' });
         progress.replaceChildren(bar, label);
         let done = 0; let failed = 0;
-        for (const d of replayable) {
+        label.textContent = ` 0 / ${targets.length}`;
+        for (const d of targets) {
           const r = await api('POST', `/deliveries/${encodeURIComponent(d.delivery_id)}/replay`);
           if (!r.ok) failed += 1;
-          done += 1; bar.value = done; label.textContent = ` ${done} / ${replayable.length}`;
+          done += 1; bar.value = done; label.textContent = ` ${done} / ${targets.length}`;
         }
-        flash(`Replayed ${done - failed} of ${replayable.length}${failed ? ` (${failed} refused)` : ''}.`, failed > 0);
+        flash(`Replayed ${done - failed} of ${targets.length}${failed ? ` (${failed} refused)` : ''}.`, failed > 0);
       }, 'secondary') : null,
+      replayable.length ? h('span', { class: 'muted' }, ` ${replayable.length} replayable on this page`) : null,
       progress);
     list.replaceChildren(h('table', { id: 'deliveries' },
       h('thead', {}, h('tr', {}, ['Delivery', 'Family', 'Target', 'Status', 'Attempts', 'Created'].map((t) => h('th', {}, t)))),
