@@ -16,6 +16,7 @@ from the query string only), and per-target health.
 
 from __future__ import annotations
 
+import hmac
 import html
 import logging
 import time
@@ -226,7 +227,7 @@ def logout() -> Response:
     """End the session now (CSRF token required, read-only sessions may log out too)."""
     token, session = _session()
     sent = bp.current_request.headers.get(portal_session.CSRF_HEADER) or ""
-    if sent != portal_session.csrf_token(token):
+    if not hmac.compare_digest(sent.encode(), portal_session.csrf_token(token).encode()):
         raise json_error(403, "forbidden", "missing or wrong X-CSRF-Token")
     store.end_session(session.token_hash)
     return Response(
