@@ -53,7 +53,9 @@ WAIT_FOR_OWNER_SECONDS = 10.0
 FANOUT_INLINE_LIMIT = 100
 FANOUT_CHUNK = 100
 FANOUT_KIND = "fanout"
-CHUNK_LEASE_SECONDS = 120.0
+CHUNK_LEASE_SECONDS = 60.0
+"""Shorter than the queue's visibility timeout: when a chunk's worker dies, its message comes
+back after the lease ran out and takes it over."""
 DONE = "done"
 
 
@@ -357,8 +359,8 @@ def handle_fanout(message: dict[str, Any]) -> None:
 
 
 def _claim_chunk(key: str) -> bool | None:
-    """True: ours, first time; False: ours, redo (a worker died on it); None: done already.
-    Raises ``LeaseHeld`` while another worker runs it (SQS brings the message back later)."""
+    """True: ours, first time; False: ours, redo (a worker died on it); None: nothing to do
+    (done already, or another copy of the message holds the lease right now)."""
     token = new_id()
     now = time.time()
     guard = GuardModel(
@@ -382,7 +384,11 @@ def _claim_chunk(key: str) -> bool | None:
         return None
     held = existing.lease_until
     if held is not None and float(held) >= now:
-        raise LeaseHeld(f"fan-out chunk {key} is being written by another worker")
+        # Another copy of this message is being handled right now. This copy can go: if that
+        # worker dies, its own copy comes back from SQS (it is deleted only on success) and
+        # takes the lease over.
+        log.info("fan-out chunk %s is being written by another worker; duplicate dropped", key)
+        return None
     if not _take_over(existing, held, now):
         raise LeaseHeld(f"fan-out chunk {key} was taken over by another worker")
     return False
