@@ -313,9 +313,7 @@ def test_an_interval_firing_whose_message_came_back_late_is_not_lost(
 
     monkeypatch.setattr(scheduled, "_run_first_attempt", dies_once)
     # the failed message comes back after 3 s, when firing 2 has started
-    worker.sqs.set_queue_attributes(
-        QueueUrl=worker.work_url, Attributes={"VisibilityTimeout": "3"}
-    )
+    worker.sqs.set_queue_attributes(QueueUrl=worker.work_url, Attributes={"VisibilityTimeout": "3"})
     time.sleep(1.2)
     worker.run_until_idle(timeout=30)
     assert died
