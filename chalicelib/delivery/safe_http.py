@@ -46,7 +46,7 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ReadTimeoutError
 
 from chalicelib.domain.urlsafety import (
     InvalidUrl,
@@ -431,7 +431,8 @@ def _bounded_reply(response: requests.Response, watchdog: _Watchdog) -> HttpRepl
             ended = not response.raw.read(1, decode_content=False)
     except Exception as exc:  # urllib3/http.client/ssl errors: the body broke off
         response.close()
-        if watchdog.fired:
+        if watchdog.fired or isinstance(exc, ReadTimeoutError | TimeoutError):
+            # A socket timeout is never longer than what was left of the deadline.
             raise DeadlineExceeded("the response did not end within the deadline") from None
         raise requests.ConnectionError(f"response body broke off: {type(exc).__name__}") from exc
     watchdog.finish()  # before the connection can go back to the pool for another attempt
