@@ -7,9 +7,9 @@ import json
 import threading
 from typing import Any
 from urllib.parse import parse_qsl
-from xml.etree import ElementTree as ET
 
 import pytest
+from defusedxml import ElementTree as ET
 from werkzeug import Request, Response
 
 from chalicelib.api.events import MAX_PAYLOAD_BYTES
