@@ -12,7 +12,6 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from chalicelib.domain.campaign import conflict_from_now, encode_range, still_open
 from chalicelib.domain.timeutil import utcnow
 
 REG = "/companies/{}/campaigns/config/callbacks"
@@ -130,6 +129,8 @@ def test_a_range_wholly_in_the_past_overlaps_nothing_and_is_not_kept(client, mak
 
 
 def test_still_open_and_conflict_from_now():
+    from chalicelib.domain.campaign import conflict_from_now, encode_range, still_open
+
     now = "2026-06-01T00:00:00.000Z"
     ranges = {
         "ended": encode_range("2026-01-01T00:00:00.000Z", "2026-05-01T00:00:00.000Z"),
