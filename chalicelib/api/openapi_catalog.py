@@ -293,7 +293,10 @@ def _campaign() -> Catalogue:
                     {
                         "event_type": string(min_length=1, pattern=NON_BLANK),
                         "campaign_id": nullable(string()),
-                        "payload": any_object(),
+                        "payload": any_object(
+                            f"at most {events_api.MAX_PAYLOAD_BYTES} bytes as JSON, as for "
+                            "POST /events"
+                        ),
                     },
                     required=["event_type"],
                     closed=False,
