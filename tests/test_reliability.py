@@ -504,3 +504,22 @@ def test_events_and_deliveries_expire_after_the_retention_period(
     assert failed["deliveries"] == []
     gone = client.http.get(f"/deliveries/{record.delivery_id}", headers=owner.headers)
     assert gone.status_code == 404
+
+
+def test_the_attempts_log_keeps_the_start_of_the_answer(client, make_tenant, worker, httpserver):
+    from werkzeug import Response
+
+    owner = make_tenant()
+    httpserver.expect_request("/talkative").respond_with_response(
+        Response("x" * 3000 + "tail", status=500)
+    )
+    register(client, owner, httpserver.url_for("/talkative"))
+    published = publish(client, owner)
+    worker.poll()
+    [delivery] = client.http.get(
+        f"/events/{published['event_id']}", headers=owner.headers
+    ).json_body["deliveries"]
+    [attempt] = client.http.get(
+        f"/deliveries/{delivery['delivery_id']}", headers=owner.headers
+    ).json_body["attempts"]
+    assert attempt["status_code"] == 500 and attempt["response"] == "x" * 512

@@ -252,6 +252,8 @@ def attempt_view(attempt: Any) -> dict[str, Any]:
     if attempt.error:
         view["error"] = attempt.error
     view["duration_ms"] = int(attempt.duration_ms)
+    if getattr(attempt, "response", None):
+        view["response"] = attempt.response
     return view
 
 

@@ -317,6 +317,9 @@ ATTEMPT = obj(
         "status_code": integer(),
         "error": string(),
         "duration_ms": integer(minimum=0),
+        "response": string(
+            max_length=512, description="the start of the receiver's answer (at most 512 bytes)"
+        ),
     },
     required=["at", "url", "duration_ms"],
 )
