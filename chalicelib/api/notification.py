@@ -141,9 +141,11 @@ def connects(url: str, user_name: str, password: str, signing_secrets: Sequence[
         "User-Agent": "Ringback/1.0",
         **signature_headers(signing_secrets, f"verify_{new_id()}", int(time.time()), body),
     }
+    # One overall deadline, with the response read bounded, as for deliveries (issue 13): a
+    # receiver trickling its answer or streaming without end cannot hold the API request.
     timeout = min(settings.http_timeout(), VERIFY_TIMEOUT_CAP)
     try:
-        response = senders.http_client().send(
+        reply = senders.http_client().send(
             "POST",
             url,
             headers=headers,
@@ -154,9 +156,8 @@ def connects(url: str, user_name: str, password: str, signing_secrets: Sequence[
     except (InvalidUrl, UnsafeDestination, requests.RequestException) as exc:
         log.info("verify of %s: no response (%s)", url, type(exc).__name__)
         return False
-    response.close()
-    log.info("verify of %s: HTTP %s", url, response.status_code)
-    return rules.connection_verified(response.status_code)
+    log.info("verify of %s: HTTP %s", url, reply.status_code)
+    return rules.connection_verified(reply.status_code)
 
 
 def _require_connection(spec: CallbackSpec, signing_secrets: Sequence[str]) -> None:

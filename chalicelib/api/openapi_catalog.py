@@ -26,6 +26,7 @@ from chalicelib.api.openapi_schema import (
     integer,
     nullable,
     obj,
+    one_of,
     prefix_pattern,
     regex,
     strftime_pattern,
@@ -292,7 +293,10 @@ def _campaign() -> Catalogue:
                     {
                         "event_type": string(min_length=1, pattern=NON_BLANK),
                         "campaign_id": nullable(string()),
-                        "payload": any_object(),
+                        "payload": any_object(
+                            f"at most {events_api.MAX_PAYLOAD_BYTES} bytes as JSON, as for "
+                            "POST /events"
+                        ),
                     },
                     required=["event_type"],
                     closed=False,
@@ -313,6 +317,9 @@ ATTEMPT = obj(
         "status_code": integer(),
         "error": string(),
         "duration_ms": integer(minimum=0),
+        "response": string(
+            max_length=512, description="the start of the receiver's answer (at most 512 bytes)"
+        ),
     },
     required=["at", "url", "duration_ms"],
 )
@@ -350,31 +357,73 @@ REPLAY_ONE = obj({"delivery_id": string(), "replay_of": string()})
 
 def _events() -> Catalogue:
     delivery = _delivery_view()
+    EVENT_INPUT = obj(
+        {
+            "tenant_id": ID,
+            "event_type": string(min_length=1, max_length=128, pattern=NON_BLANK),
+            "campaign_id": nullable(string()),
+            "selection": nullable(enum(events_api.SELECTIONS)),
+            "payload": any_object(
+                f"at most {events_api.MAX_PAYLOAD_BYTES} bytes as JSON; families "
+                "check the payloads of their own event types"
+            ),
+        },
+        required=["event_type"],
+        closed=False,
+    )
     return {
         ("POST", "/events"): Operation(
             EVENTS,
-            "Publish an event to every matching target of every family",
+            "Publish an event to every matching target of every family, or a batch of up to "
+            f"{events_api.MAX_BATCH} events (a JSON array, each accepted or refused on its own)",
             {
                 202: Body(
                     obj({"event_id": ID, "deliveries": integer(minimum=0)}),
                     description="accepted; `Idempotent-Replayed: true` when the key was seen",
-                )
+                ),
+                200: Body(
+                    obj(
+                        {
+                            "accepted": integer(minimum=0),
+                            "refused": integer(minimum=0),
+                            "results": array(
+                                obj(
+                                    {
+                                        "status": integer(minimum=200, maximum=599),
+                                        "event_id": ID,
+                                        "deliveries": integer(minimum=0),
+                                        "idempotent_replayed": boolean(),
+                                        "error": string(),
+                                        "message": string(),
+                                        "field": nullable(string()),
+                                    },
+                                    required=["status"],
+                                ),
+                                max_items=events_api.MAX_BATCH,
+                            ),
+                        }
+                    ),
+                    description="a batch: one result per event, in order, each with the status "
+                    "and body a single request would have had",
+                ),
             },
             errors=(400, 401, 403, 404, 409),
             request=Body(
-                obj(
-                    {
-                        "tenant_id": ID,
-                        "event_type": string(min_length=1, max_length=128, pattern=NON_BLANK),
-                        "campaign_id": nullable(string()),
-                        "selection": nullable(enum(events_api.SELECTIONS)),
-                        "payload": any_object(
-                            f"at most {events_api.MAX_PAYLOAD_BYTES} bytes as JSON; families "
-                            "check the payloads of their own event types"
-                        ),
-                    },
-                    required=["event_type"],
-                    closed=False,
+                one_of(
+                    EVENT_INPUT,
+                    array(
+                        {
+                            **EVENT_INPUT,
+                            "properties": {
+                                **EVENT_INPUT["properties"],
+                                "idempotency_key": string(
+                                    min_length=1, max_length=255, pattern=NON_BLANK
+                                ),
+                            },
+                        },
+                        min_items=1,
+                        max_items=events_api.MAX_BATCH,
+                    ),
                 )
             ),
             request_required=True,

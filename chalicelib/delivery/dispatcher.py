@@ -25,6 +25,8 @@ from chalicelib.storage.deliveries import DeliveryModel
 log = logging.getLogger("ringback.dispatcher")
 
 LEASE_MARGIN = 30.0
+RESPONSE_KEPT = 512
+"""Characters of a receiver's answer kept in the attempts log (the sender reads at most 4 KiB)."""
 
 
 def deliver_message(delivery_id: str, attempt_no: int) -> dict[str, Any]:
@@ -159,6 +161,9 @@ def _record(
         "error": result.error,
         "duration_ms": result.duration_ms,
     }
+    if result.response_prefix:
+        # Kept short: every write of the delivery pays for its size in write units.
+        attempt["response"] = result.response_prefix[:RESPONSE_KEPT]
     next_due = time.time() + decision.delay_seconds if decision.delay_seconds is not None else None
     held = _record_with_retries(
         record,

@@ -53,7 +53,9 @@ WAIT_FOR_OWNER_SECONDS = 10.0
 FANOUT_INLINE_LIMIT = 100
 FANOUT_CHUNK = 100
 FANOUT_KIND = "fanout"
-CHUNK_LEASE_SECONDS = 120.0
+CHUNK_LEASE_SECONDS = 60.0
+"""Shorter than the queue's visibility timeout: when a chunk's worker dies, its message comes
+back after the lease ran out and takes it over."""
 DONE = "done"
 
 
@@ -147,7 +149,7 @@ def _take_over(guard: GuardModel, held: float | None, now: float) -> bool:
 
 def _settle_idempotency(guard_key: str, event_id: str, done: bool) -> None:
     """Mark the key done, or give its lease back after a failure (so the publisher's retry
-    need not wait for it to run out). A failure here only delays: the lease runs out."""
+    need not wait for it to run out). Never raises: a failure here only delays a repeat."""
     actions: list[Any] = (
         [GuardModel.payload.set(DONE), GuardModel.lease_until.remove()]
         if done
@@ -156,9 +158,14 @@ def _settle_idempotency(guard_key: str, event_id: str, done: bool) -> None:
     try:
         GuardModel(guard_key).update(actions=actions, condition=GuardModel.owner == event_id)
     except Exception:
-        if done:
-            raise
-        log.warning("could not give back the idempotency lease of event %s", event_id)
+        # The event is accepted (or refused) all the same. An unmarked key only means that a
+        # repeat within the lease waits for it to run out, then redoes the (idempotent) work.
+        log.warning(
+            "could not %s the idempotency key of event %s",
+            "mark done" if done else "give back",
+            event_id,
+            exc_info=True,
+        )
 
 
 # --------------------------------------------------------------------------- publishing
@@ -357,8 +364,8 @@ def handle_fanout(message: dict[str, Any]) -> None:
 
 
 def _claim_chunk(key: str) -> bool | None:
-    """True: ours, first time; False: ours, redo (a worker died on it); None: done already.
-    Raises ``LeaseHeld`` while another worker runs it (SQS brings the message back later)."""
+    """True: ours, first time; False: ours, redo (a worker died on it); None: nothing to do
+    (done already, or another copy of the message holds the lease right now)."""
     token = new_id()
     now = time.time()
     guard = GuardModel(
@@ -382,7 +389,11 @@ def _claim_chunk(key: str) -> bool | None:
         return None
     held = existing.lease_until
     if held is not None and float(held) >= now:
-        raise LeaseHeld(f"fan-out chunk {key} is being written by another worker")
+        # Another copy of this message is being handled right now. This copy can go: if that
+        # worker dies, its own copy comes back from SQS (it is deleted only on success) and
+        # takes the lease over.
+        log.info("fan-out chunk %s is being written by another worker; duplicate dropped", key)
+        return None
     if not _take_over(existing, held, now):
         raise LeaseHeld(f"fan-out chunk {key} was taken over by another worker")
     return False
