@@ -79,7 +79,10 @@ class Receiver:
                 length = int(self.headers.get("content-length") or 0)
                 self.rfile.read(length)
                 receiver.hits.append(self.path)
-                self.send_response(500 if receiver.failing else 200)
+                if self.path.startswith("/gone"):
+                    self.send_response(410)
+                else:
+                    self.send_response(500 if receiver.failing else 200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
@@ -526,5 +529,41 @@ def test_notification_callbacks_and_call_notifiers_in_their_own_terms(
         timeout=10,
     ).json()
     assert notifiers == []
+    assert tab.errors == [] and tab.dialogs == []
+    tab.close()
+
+
+def test_a_disabled_registration_shows_why_and_is_re_enabled(
+    local_stack: LocalStack, browser: Any, receiver: Receiver
+) -> None:
+    owner = local_stack.tenant_key("OWNER")
+    base = f"{local_stack.base_url}/companies/{owner.tenant_id}/campaigns/config/callbacks"
+    made = requests.post(
+        base,
+        headers=owner.headers,
+        json={"event_type": "gone.check", "destination_url": f"{receiver.url}/gone"},
+        timeout=10,
+    )
+    assert made.status_code == 201, made.text
+    callback_id = made.json()["callback_id"]
+    _publish(local_stack, owner, "gone.check")
+    deadline = time.monotonic() + 60
+    while not requests.get(f"{base}/{callback_id}", headers=owner.headers, timeout=10).json()[
+        "disabled_reason"
+    ]:
+        assert time.monotonic() < deadline, "the 410 never disabled the registration"
+        time.sleep(0.5)
+    tab = Page(browser)
+    page = tab.page
+    page.goto(_link(local_stack, owner, "manage"))
+    row = page.locator(f"tr[data-callback-id='{callback_id}']")
+    row.wait_for()
+    assert "disabled:" in row.inner_text() and "410" in row.inner_text()
+    row.get_by_role("button", name="Re-enable").click()
+    page.wait_for_selector("#flash .msg:has-text('re-enabled')")
+    row = page.locator(f"tr[data-callback-id='{callback_id}']")
+    assert "disabled:" not in row.inner_text()
+    after = requests.get(f"{base}/{callback_id}", headers=owner.headers, timeout=10).json()
+    assert after["disabled_reason"] is None
     assert tab.errors == [] and tab.dialogs == []
     tab.close()

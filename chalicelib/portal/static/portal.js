@@ -292,7 +292,8 @@
       h('td', {}, subscriptionsOf(c.name)),
       h('td', {}, c.disabledReason ? h('span', { class: 'bad' }, 'disabled: ', c.disabledReason) : badge('active')),
       h('td', {},
-        button('Edit', () => {
+        button(c.disabledReason ? 'Re-enable (edit)' : 'Edit', () => {
+          // the family's rule: an update (which carries the credentials) enables it again
           form.dataset.editing = c.name;
           form.querySelector('[name=name]').value = c.name;
           form.querySelector('[name=url]').value = c.url || '';
@@ -384,6 +385,12 @@
         h('td', {}, n.method, ' / ', n.selection),
         h('td', {}, n.disabled_reason ? h('span', { class: 'bad' }, 'disabled: ', n.disabled_reason) : badge('active')),
         h('td', {},
+          n.disabled_reason ? button('Re-enable', async () => {
+            // the family's rule: any update of the notifier enables it again
+            const res = await api('PUT', item, {});
+            if (!res.ok) { flash(errorText(res), true); return; }
+            await registrations(); flash(`Notifier ${n._id} re-enabled.`);
+          }) : null,
           button('Edit', () => {
             form.dataset.editing = n._id;
             form.querySelector('[name=url]').value = n.url;
