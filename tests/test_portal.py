@@ -132,10 +132,19 @@ def test_admin_and_reseller_links_are_limited_to_the_named_tenant(
     assert foreign.status_code == 403
 
 
+def test_read_only_may_be_spelled_as_the_issue_does(client, make_tenant):
+    owner = make_tenant("OWNER")
+    for spelling in ("read-only", "read_only"):
+        made = _link(client, owner.headers, rights=spelling)
+        assert made.status_code == 201
+        assert _json(made)["rights"] == "read"
+
+
 def test_bad_link_requests_get_the_house_400(client, make_tenant):
     owner = make_tenant("OWNER")
     for body, field in (
         ({"rights": "admin"}, "rights"),
+        ({"rights": ["manage"]}, "rights"),
         ({"expires_in": 0}, "expires_in"),
         ({"expires_in": 99999}, "expires_in"),
         ({"tenant_id": 5}, "tenant_id"),

@@ -65,7 +65,7 @@ def portal() -> Catalogue:
     link_request = obj(
         {
             "tenant_id": ID,
-            "rights": enum(store.RIGHTS, description="default read"),
+            "rights": enum(portal_api.RIGHTS_SPELLINGS, description="default read"),
             "expires_in": integer(minimum=1, maximum=portal_api.MAX_LINK_SECONDS),
             "session_expires_in": integer(minimum=1, maximum=portal_api.MAX_SESSION_SECONDS),
         },

@@ -65,6 +65,8 @@ CSP = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )
+RIGHTS_SPELLINGS = {"read": "read", "read-only": "read", "read_only": "read", "manage": "manage"}
+"""``rights`` as a caller may spell it (read-only is read)."""
 HEALTH_STATUSES = (Status.DELIVERED, Status.FAILED, Status.SKIPPED)
 HEALTH_CAP = 2000  # deliveries read per status and tenant for the 7-day figures
 
@@ -131,8 +133,9 @@ def create_session_link() -> Response:
         tenant_id = principal.tenant_id
     if not isinstance(tenant_id, str):
         raise json_error(400, "invalid", "tenant_id must be a string", field="tenant_id")
-    rights = body.get("rights", "read")
-    if rights not in store.RIGHTS:
+    raw_rights = body.get("rights", "read")
+    rights = RIGHTS_SPELLINGS.get(raw_rights) if isinstance(raw_rights, str) else None
+    if rights is None:
         raise json_error(400, "invalid", "rights must be read or manage", field="rights")
     link_seconds = _seconds(body, "expires_in", LINK_SECONDS, MAX_LINK_SECONDS)
     session_seconds = _seconds(body, "session_expires_in", SESSION_SECONDS, MAX_SESSION_SECONDS)
