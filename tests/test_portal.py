@@ -410,3 +410,16 @@ def test_health_counts_finished_deliveries_per_target(client, make_tenant, worke
     assert ok["24h"] == {"delivered": 2, "failed": 0, "skipped": 0, "success_rate": 1.0}
     assert bad["7d"] == {"delivered": 0, "failed": 1, "skipped": 0, "success_rate": 0.0}
     assert health["capped"] is False
+
+
+def test_make_run_prints_a_working_manage_link_for_a_demo_tenant(client):
+    from devstack.run import _portal_link
+
+    printed = _portal_link("http://127.0.0.1:8000")
+    url, _, note = printed.partition("\n")
+    assert url.startswith("http://127.0.0.1:8000/portal/login?token=rbl_")
+    assert "manage" in note and "demo" in note
+    opened = _login(client, url)
+    assert opened.status_code == 303
+    info = _json(client.http.get("/portal/session", headers={"Cookie": _cookie(opened)}))
+    assert info["rights"] == "manage" and info["tenant_id"] in note

@@ -567,18 +567,31 @@
     const callbacks = res.data.callbacks;
     if (!callbacks.length) { root.append(h('p', { class: 'muted' }, 'No upcoming firings.')); return; }
     const times = callbacks.map((c) => Date.parse(c.timestamp)).filter((t) => !Number.isNaN(t));
-    const start = Math.min(...times, Date.now());
-    const end = Math.max(...times, start + 60000);
-    const width = 900; const rowH = 26;
-    const chart = s('svg', { class: 'chart', width, height: callbacks.length * rowH + 30, role: 'img', 'aria-label': 'upcoming firings' });
-    chart.append(s('text', { x: 8, y: 16, 'font-size': 11, fill: '#5c6577' }, `now → ${new Date(end).toISOString()}`));
+    const start = Date.now();
+    const last = Math.max(...times, start + 60000);
+    const end = start + (last - start) * 1.1;
+    const width = 900; const left = 200; const right = width - 30; const rowH = 26;
+    const xOf = (t) => left + ((t - start) / (end - start)) * (right - left);
+    const chart = s('svg', { class: 'chart', width, height: callbacks.length * rowH + 40, role: 'img', 'aria-label': 'upcoming firings' });
+    for (let i = 0; i <= 4; i += 1) {  // a time axis: now, then quarters
+      const t = start + ((end - start) * i) / 4;
+      const x = xOf(t);
+      chart.append(s('line', { x1: x, x2: x, y1: 20, y2: callbacks.length * rowH + 30, stroke: '#eef0f4' }));
+      const label = i === 0 ? 'now' : new Date(t).toISOString().slice(5, 16).replace('T', ' ');
+      chart.append(s('text', { x: x - (i === 4 ? 60 : 0), y: 14, 'font-size': 10, fill: '#5c6577' }, label));
+    }
+    const STEP = { seconds: 1e3, minutes: 6e4, hours: 36e5, days: 864e5 };
     callbacks.forEach((c, i) => {
       const t = Date.parse(c.timestamp);
-      const x = 200 + ((t - start) / (end - start || 1)) * (width - 240);
       const y = 30 + i * rowH;
-      chart.append(s('line', { x1: 200, x2: width - 40, y1: y + 8, y2: y + 8, stroke: '#d9dee8' }));
+      chart.append(s('line', { x1: left, x2: right, y1: y + 8, y2: y + 8, stroke: '#d9dee8' }));
       chart.append(s('text', { x: 8, y: y + 12, 'font-size': 11 }, c.callback_id.slice(-8) + ' ' + (c.repeat ? `every ${c.repeat.interval} ${c.repeat.interval_unit}` : 'once')));
-      chart.append(s('circle', { cx: x, cy: y + 8, r: 6, fill: '#2456d6' }));
+      chart.append(s('circle', { cx: xOf(t), cy: y + 8, r: 6, fill: '#2456d6' }));
+      // later firings of an interval series, as far as the axis goes (at most 50 marks)
+      const step = c.repeat && c.repeat.type === 'interval' ? (STEP[c.repeat.interval_unit] || 0) * c.repeat.interval : 0;
+      for (let k = 1, next = t + step; step > 0 && next <= end && k <= 50; k += 1, next += step) {
+        chart.append(s('circle', { cx: xOf(next), cy: y + 8, r: 4, fill: 'none', stroke: '#2456d6' }));
+      }
     });
     root.append(chart);
     const rows = callbacks.map((c) => h('tr', { 'data-callback-id': c.callback_id },
@@ -589,7 +602,7 @@
       h('td', {}, button('Cancel', async () => {
         const r = await api('POST', `/portal/api/scheduled/${encodeURIComponent(c.callback_id)}/cancel`);
         if (!r.ok) { flash(errorText(r), true); return; }
-        flash(`Callback ${c.callback_id} cancelled.`); await scheduled(cursor);
+        await scheduled(cursor); flash(`Callback ${c.callback_id} cancelled.`);
       }, 'danger'))));
     root.append(h('table', { id: 'scheduled' },
       h('thead', {}, h('tr', {}, ['Next firing', 'URL', 'Repeat', 'Fired', ''].map((t) => h('th', {}, t)))),
