@@ -423,3 +423,21 @@ def test_make_run_prints_a_working_manage_link_for_a_demo_tenant(client):
     assert opened.status_code == 303
     info = _json(client.http.get("/portal/session", headers={"Cookie": _cookie(opened)}))
     assert info["rights"] == "manage" and info["tenant_id"] in note
+
+
+def test_a_session_never_reaches_tenants_or_keys(client, make_tenant):
+    owner = make_tenant("OWNER")
+    cookie, csrf = _session(client, owner, "manage")
+    headers = {"Cookie": cookie, "X-CSRF-Token": csrf, "Content-Type": "application/json"}
+    minted = client.http.post(
+        f"/admin/tenants/{owner.tenant_id}/keys", headers=headers, body='{"role": "OWNER"}'
+    )
+    assert minted.status_code == 403
+    assert "key" not in _json(minted)
+    read = client.http.get(f"/admin/tenants/{owner.tenant_id}", headers={"Cookie": cookie})
+    assert read.status_code == 403
+    # the owner's key still may
+    assert (
+        client.http.get(f"/admin/tenants/{owner.tenant_id}", headers=owner.headers).status_code
+        == 200
+    )

@@ -11,7 +11,8 @@ Two extra rules hold for a cookie, because a browser sends it by itself:
 - a write (any method but GET/HEAD/OPTIONS) must carry ``X-CSRF-Token``, a value derived from
   the session token that only the portal's own script can read (``GET /portal/session``);
   together with ``SameSite=Strict`` no other site can make the browser write;
-- a ``read`` session never writes, whatever a family would allow a VIEWER key.
+- a ``read`` session never writes, whatever a family would allow a VIEWER key;
+- no session reaches the admin routes (tenants, API keys), whatever its rights.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from chalicelib.storage import portal as store
 COOKIE = "rb_portal"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+OFF_LIMITS = ("/admin",)
+"""Routes a session never reaches: tenants and API keys (an hours-long session must not mint a
+key that outlives it)."""
 
 
 class Refused(Exception):
@@ -73,6 +77,10 @@ def resolve(request: Request) -> Principal | None:
     if found is None:
         return None
     token, session = found
+    context = getattr(request, "context", None) or {}
+    route = str(context.get("resourcePath") or getattr(request, "path", "") or "")
+    if route.startswith(OFF_LIMITS):
+        raise Refused("a portal session does not manage tenants or keys")
     if request.method.upper() not in SAFE_METHODS:
         if not session.can_write:
             raise Refused("this portal session is read-only")
