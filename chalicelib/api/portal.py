@@ -10,8 +10,9 @@
 The page's script calls the API's own routes with the cookie (``chalicelib.portal.session``):
 registrations, deliveries, replays and test events go through each family's handlers, with
 their validation, storage and tenant rules. Only what no key-free route offers lives here: the
-session itself, the scheduled callbacks' timeline and cancel (the scheduled family reads its key
-from the query string only), and per-target health.
+session itself; listing, creating and cancelling scheduled callbacks (the scheduled family reads
+its key from the query string only and changes state with GETs, so the page does not call it
+with a cookie; these routes call its own rules and storage); and per-target health.
 """
 
 from __future__ import annotations
