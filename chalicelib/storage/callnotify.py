@@ -26,7 +26,7 @@ from pynamodb.models import Model
 from chalicelib.domain.ids import is_id, new_id
 from chalicelib.domain.timeutil import fmt
 from chalicelib.storage import secrets
-from chalicelib.storage.base import make_meta
+from chalicelib.storage.base import make_meta, put_new
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 SECRET_OVERLAP_SECONDS = 24 * 3600  # after a rotation the previous signing secret signs this long
@@ -97,7 +97,7 @@ def create(customer_id: str, fields: dict[str, str], now: datetime) -> Created:
     )
     # A 96-bit random id does not collide in practice; the condition makes sure a collision
     # would fail loudly instead of overwriting another notifier.
-    record.save(condition=CallNotifierModel.notify_id.does_not_exist())
+    put_new(record, CallNotifierModel.notify_id.does_not_exist())
     return Created(record, secret)
 
 

@@ -140,12 +140,16 @@ def create_registration(company_id: str, spec: RegistrationInput, now: datetime)
         try:
             _write_with_guard(key, guard, ranges, record, new=True)
         except TransactWriteError as exc:
-            if cancelled_by_condition(exc):
-                _backoff(attempt)
-                continue
-            raise
+            if not cancelled_by_condition(exc):
+                raise
+            if get_registration(company_id, callback_id) is not None:
+                break  # applied, its answer lost: the retry failed against its own write
+            _backoff(attempt)
+            continue
         return Created(record, signing_secret)
-    raise Contended(key)
+    else:
+        raise Contended(key)
+    return Created(record, signing_secret)
 
 
 def _ranges_of(guard: GuardModel | None) -> dict[str, str]:

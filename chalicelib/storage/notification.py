@@ -293,6 +293,10 @@ def create_callback(
     tx.put("record", record, NotificationCallbackModel.name.does_not_exist())
     tx.put("url", guard, GuardModel.key.does_not_exist())
     failed = tx.commit()
+    if failed:
+        stored = get_callback(tenant_id, spec.name, consistent=True)
+        if stored is not None and stored.callback_id == callback_id:
+            return record  # applied, its answer lost: the retry failed against its own write
     if "record" in failed:
         raise NameTaken(spec.name)
     if "url" in failed:

@@ -42,7 +42,7 @@ from chalicelib.domain.timeutil import fmt, parse_stored
 from chalicelib.storage import due, scheduled_secrets
 from chalicelib.storage.base import cancelled_by_condition, make_meta, transaction
 from chalicelib.storage.due import DueItemModel
-from chalicelib.storage.guards import GuardModel
+from chalicelib.storage.guards import GuardModel, read_guard
 
 SCHEDULED, FIRING, COMPLETED, FAILED, CANCELLED = rules.STATES
 OPEN_SHARDS = 4
@@ -234,9 +234,13 @@ def create(tenant_id: str, request: rules.CreateRequest, now: datetime) -> Creat
             tx.save(record, condition=ScheduledCallbackModel.callback_id.does_not_exist())
             tx.save(outbox)
     except TransactWriteError as exc:
-        if cancelled_by_condition(exc, index=0):
+        if not cancelled_by_condition(exc, index=0):
+            raise
+        held = read_guard(key)
+        if held is None or held.owner != callback_id:
             raise AlreadyExists(key) from exc
-        raise
+        # The guard is ours: this transaction was applied and its answer lost (the retry
+        # failed its own condition). The callback exists; answer as for a fresh create.
     return Created(record, secret, outbox)
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pynamodb.attributes import UnicodeAttribute
-from pynamodb.exceptions import DoesNotExist, PutError
+from pynamodb.exceptions import DoesNotExist
 from pynamodb.models import Model
 
 from chalicelib import settings
 from chalicelib.domain.ids import new_id, new_secret_key
 from chalicelib.domain.timeutil import fmt, utcnow
-from chalicelib.storage.base import make_meta
+from chalicelib.storage.base import make_meta, put_new
 
 
 class TenantModel(Model):
@@ -33,7 +33,7 @@ class ApiKeyModel(Model):
 
 def create_tenant(name: str, parent_id: str | None) -> TenantModel:
     tenant = TenantModel(new_id(), name=name, parent_id=parent_id, created_at=fmt(utcnow()))
-    tenant.save(condition=TenantModel.tenant_id.does_not_exist())
+    put_new(tenant, TenantModel.tenant_id.does_not_exist())
     return tenant
 
 
@@ -54,10 +54,7 @@ def create_key(tenant_id: str, role: str) -> str:
         key_prefix=key[:8],
         created_at=fmt(utcnow()),
     )
-    try:
-        record.save(condition=ApiKeyModel.key_hash.does_not_exist())
-    except PutError:  # pragma: no cover - a 256-bit collision
-        raise
+    put_new(record, ApiKeyModel.key_hash.does_not_exist())  # a 256-bit key: new
     return key
 
 
