@@ -30,7 +30,14 @@ from typing import Any
 from chalice import Blueprint, Response
 
 from chalicelib import settings
-from chalicelib.api.auth import Access, Denied, Reason, authenticate, authorize
+from chalicelib.api.auth import (
+    QUERY_KEY_MESSAGE,
+    Access,
+    Denied,
+    Reason,
+    authenticate,
+    authorize,
+)
 from chalicelib.api.common import BadBody, json_object
 from chalicelib.api.errors import ApiError, register_family
 from chalicelib.domain import callnotify as rules
@@ -85,6 +92,8 @@ def _access(customer_id: str) -> Access:
     try:
         principal = authenticate(request)
     except Denied as exc:
+        if exc.reason is Reason.QUERY_KEY:  # the family's 401, saying where the key goes
+            raise _response(401, UNAUTHORIZED[0], QUERY_KEY_MESSAGE) from exc
         raise _response(401, *UNAUTHORIZED) from exc
     try:
         return authorize(principal, customer_id, NEED)

@@ -26,7 +26,7 @@ import requests
 from chalice import Blueprint, Response
 
 from chalicelib import settings
-from chalicelib.api.auth import Denied, authenticate, authorize
+from chalicelib.api.auth import QUERY_KEY_MESSAGE, Denied, Reason, authenticate, authorize
 from chalicelib.api.common import check_destination
 from chalicelib.api.errors import ApiError, register_family
 from chalicelib.delivery import senders
@@ -87,6 +87,9 @@ def _tenant(need: Need) -> str:
         principal = authenticate(bp.current_request)
         authorize(principal, principal.tenant_id, need)
     except Denied as exc:
+        if exc.reason is Reason.QUERY_KEY:  # the family's 401, saying where the key goes
+            refusal = NotificationError(401, "Unauthorized", "UNAUTHORIZED", QUERY_KEY_MESSAGE)
+            raise _fail(refusal) from exc
         raise _fail(
             NotificationError.unauthorized() if exc.status == 401 else NotificationError.forbidden()
         ) from exc

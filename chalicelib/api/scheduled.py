@@ -130,7 +130,7 @@ def _start(need: Need) -> tuple[dict[str, str], render.Format, str]:
         fmt = rules.parse_response_format(params)
     except rules.ScheduleError as exc:
         raise _fail(exc, _requested_format(request)) from exc
-    key = params.get("api_key") or extract_key(request)
+    key = params.get("api_key") or extract_key(request, allow_query=True)
     try:
         principal = principal_for_key(key)
     except Denied as exc:
