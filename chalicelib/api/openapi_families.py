@@ -95,7 +95,7 @@ NOTIFICATION = Family(
     " Every failure is the seed's envelope.",
     errors={status: Body(_envelope(pairs)) for status, pairs in notification_errors().items()},
     path_params={"callback_name": NAME, "name": NAME},
-    security=[{"bareKey": []}, {"bearer": []}, {"queryKey": []}],
+    security=[{"bareKey": []}, {"bearer": []}],
 )
 
 _URL = string(
