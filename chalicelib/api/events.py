@@ -13,12 +13,12 @@ from typing import Any
 from chalice import Blueprint, Response
 
 from chalicelib.api.errors import ApiError, json_error
-from chalicelib.api.house import Refusals, json_body
+from chalicelib.api.house import Refusals, json_body, quota_refusal
 from chalicelib.delivery import ingest, registry
 from chalicelib.domain.access import Need, Principal, Role
 from chalicelib.domain.retry import Status
 from chalicelib.domain.timeutil import BadTimestamp, fmt, parse_zoned
-from chalicelib.storage import deliveries
+from chalicelib.storage import deliveries, quotas
 from chalicelib.storage.deliveries import DeliveryModel
 
 bp = Blueprint(__name__)
@@ -58,6 +58,10 @@ def publish_event() -> Response:
     principal = _principal()
     body = json_body(bp.current_request)
     tenant_id = _tenant_for(principal, body, Need.WRITE)
+    try:  # the tenant's events-per-second quota, before anything is accepted
+        quotas.admit_event(tenant_id)
+    except quotas.QuotaExceeded as exc:
+        raise quota_refusal(exc) from exc
     event_type = body.get("event_type")
     if not isinstance(event_type, str) or not event_type.strip() or len(event_type) > 128:
         raise _invalid("event_type", "event_type must be a non-empty string (max 128)")

@@ -40,6 +40,7 @@ from chalicelib.domain.timeutil import utcnow
 from chalicelib.domain.urlsafety import InvalidUrl, UnsafeDestination
 from chalicelib.storage import notification as store
 from chalicelib.storage import secrets
+from chalicelib.storage.quotas import QuotaExceeded
 
 log = logging.getLogger("ringback.api.notification")
 
@@ -209,6 +210,10 @@ def create_callback() -> Response:
         raise _fail(NotificationError.url_exists(spec.url)) from exc
     except store.Changed as exc:
         raise _fail(NotificationError.busy()) from exc
+    except QuotaExceeded as exc:
+        refusal = _fail(NotificationError.quota_exceeded(exc.message))
+        refusal.response.headers["Retry-After"] = str(exc.retry_after)
+        raise refusal from exc
     log.info("notification callback %s created for tenant %s", spec.name, tenant_id)
     view = _view(record, "POST")
     view["signing_secret"] = signing_secret  # shown once, like campaign registrations

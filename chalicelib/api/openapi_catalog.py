@@ -346,7 +346,7 @@ def _campaign() -> Catalogue:
             CAMPAIGN,
             "Register a callback (overlapping ranges of one event type: 409)",
             {201: Body(CREATED_REGISTRATION, headers={"Location": string()})},
-            errors=(400, 401, 403, 404, 409, 503),
+            errors=(400, 401, 403, 404, 409, 429, 503),
             request=Body(CREATE_REGISTRATION),
             request_required=True,
         ),
@@ -469,7 +469,7 @@ def _events() -> Catalogue:
                     description="accepted; `Idempotent-Replayed: true` when the key was seen",
                 )
             },
-            errors=(400, 401, 403, 404),
+            errors=(400, 401, 403, 404, 429),
             request=Body(
                 obj(
                     {

@@ -24,11 +24,12 @@ from pynamodb.models import Model
 from chalicelib.domain.campaign import RegistrationInput, encode_range, find_conflict
 from chalicelib.domain.ids import new_id
 from chalicelib.domain.timeutil import fmt
-from chalicelib.storage import secrets
+from chalicelib.storage import quotas, secrets
 from chalicelib.storage.base import cancelled_by_condition, make_meta, transaction
 from chalicelib.storage.guards import GuardModel, read_guard
 
 _MAX_ATTEMPTS = 200
+_QUOTA_INDEX = 2  # in the create transaction: put record (0), update guard (1), count (2)
 
 
 class ByCompanyEvent(GlobalSecondaryIndex["CampaignRegistrationModel"]):
@@ -117,6 +118,7 @@ def create_registration(company_id: str, spec: RegistrationInput, now: datetime)
         secret_enc=secrets.encrypt(signing_secret, secret_context(company_id, callback_id)),
     )
     key = guard_key(company_id, spec.event_type)
+    slot = quotas.registration_slot(company_id, "campaign")  # raises QuotaExceeded
     for attempt in range(_MAX_ATTEMPTS):
         guard = read_guard(key)
         ranges = dict(guard.ranges.as_dict()) if guard and guard.ranges else {}
@@ -125,8 +127,10 @@ def create_registration(company_id: str, spec: RegistrationInput, now: datetime)
             raise OverlapConflict(conflict)
         ranges[callback_id] = encode_range(start, end)
         try:
-            _write_with_guard(key, guard, ranges, record, new=True)
+            _write_with_guard(key, guard, ranges, record, new=True, quota=slot)
         except TransactWriteError as exc:
+            if cancelled_by_condition(exc, index=_QUOTA_INDEX):  # the tenant's count is full
+                raise slot.exceeded() from exc
             if cancelled_by_condition(exc):
                 _backoff(attempt)
                 continue
@@ -142,7 +146,10 @@ def _write_with_guard(
     record: CampaignRegistrationModel,
     *,
     new: bool,
+    quota: quotas.Slot | quotas.Release,
 ) -> None:
+    """Guard, record and the tenant's registration count (+1 on create with its limit as the
+    condition, -1 on end), all in one transaction."""
     version = guard.version if guard else 0
     condition = GuardModel.version == version if guard else GuardModel.key.does_not_exist()
     with transaction() as tx:
@@ -164,6 +171,10 @@ def _write_with_guard(
                 ],
                 condition=CampaignRegistrationModel.deleted == False,  # noqa: E712
             )
+        if isinstance(quota, quotas.Slot):
+            tx.update(quota.model, actions=quota.actions, condition=quota.condition)
+        else:
+            tx.update(quota.model, actions=quota.actions)
 
 
 def get_registration(
@@ -195,7 +206,8 @@ def end_registration(
         ranges = dict(guard.ranges.as_dict()) if guard and guard.ranges else {}
         ranges[callback_id] = encode_range(record.start_date, record.end_date)
         try:
-            _write_with_guard(key, guard, ranges, record, new=False)
+            release = quotas.release_registration(company_id, "campaign")
+            _write_with_guard(key, guard, ranges, record, new=False, quota=release)
         except TransactWriteError as exc:
             if cancelled_by_condition(exc):
                 _backoff(attempt)

@@ -13,8 +13,8 @@ One small table, ``quotas``, one item per counter:
     -1 in the same write that moves a callback to completed, failed or cancelled.
 ``<tenant>#events``
     the ``POST /events`` bucket (``domain.quotas.Bucket``): one conditional update per
-    accepted request while the tenant is busy; a second one after an idle spell and for a
-    refused request.
+    accepted request while the tenant is busy; a second one after an idle spell (or a change
+    of its limit) and two more for a refused request. No read first.
 
 A tenant's overrides live on its tenant item (``TenantModel.quotas``, JSON), read strongly
 consistent, so a limit the operator raises applies to the very next request.
@@ -48,6 +48,7 @@ class QuotaModel(Model):
     key = UnicodeAttribute(hash_key=True)
     count = NumberAttribute(null=True)  # counters
     tat = NumberAttribute(null=True)  # the events bucket: theoretical arrival time, epoch ms
+    rate = NumberAttribute(null=True)  # the events bucket: the limit it was filled for
 
 
 class QuotaExceeded(Exception):
@@ -207,9 +208,9 @@ def release_pending(tenant_id: str) -> Release:
 # --------------------------------------------------------------------------- events bucket
 
 
-def _bucket_update(item: QuotaModel, action: Action, condition: Condition) -> bool:
+def _bucket_update(item: QuotaModel, actions: list[Action], condition: Condition) -> bool:
     try:
-        item.update(actions=[action], condition=condition)
+        item.update(actions=actions, condition=condition)
     except UpdateError as exc:
         if exc.cause_response_code == _CONDITION_FAILED:
             return False
@@ -217,24 +218,35 @@ def _bucket_update(item: QuotaModel, action: Action, condition: Condition) -> bo
     return True
 
 
-def admit_event(tenant_id: str, now_ms: float | None = None) -> None:
+_clock = time.time  # seconds; tests replace it
+
+
+def admit_event(tenant_id: str) -> None:
     """Take a token from the tenant's events bucket, or raise ``QuotaExceeded``. Called before
-    an event is accepted, so a refused request leaves nothing behind."""
+    an event is accepted, so a refused request leaves nothing behind.
+
+    The bucket remembers the rate it was filled for: when the operator changes the limit, the
+    next request starts a full bucket at the new rate (a raised limit lets it through at once).
+    """
     rate = limits_for(tenant_id).events_per_second
     if rate <= 0:
         raise QuotaExceeded(rules.EVENTS, rate, rules.COUNT_RETRY_AFTER)
     bucket = rules.Bucket.for_rate(rate)
-    now = time.time() * 1000 if now_ms is None else now_ms
-    low, high = now - bucket.lag, now + bucket.lag
+    now = _clock() * 1000
+    # (half a millisecond of slack on top, so float rounding never costs the last token)
+    low, high = now - bucket.lag, now + bucket.lag + 0.5
     item = QuotaModel(_key(tenant_id, EVENTS_BUCKET))
-    take = (QuotaModel.tat.add(bucket.interval), QuotaModel.tat.between(low, high))
-    refill = (
-        QuotaModel.tat.set(low + bucket.interval),
-        QuotaModel.tat.does_not_exist() | (QuotaModel.tat < low),
+    take = (
+        [QuotaModel.tat.add(bucket.interval)],
+        QuotaModel.tat.between(low, high) & (QuotaModel.rate == rate),
     )
-    # busy tenant: the first update decides; idle: the refill; a refill lost to a concurrent
-    # one: take again from the bucket it refilled
-    for action, condition in (take, refill, take):
-        if _bucket_update(item, action, condition):
+    refill = (
+        [QuotaModel.tat.set(low + bucket.interval), QuotaModel.rate.set(rate)],
+        QuotaModel.tat.does_not_exist() | (QuotaModel.tat < low) | (QuotaModel.rate != rate),
+    )
+    # busy tenant: the first update decides; idle (or a new limit): the refill; a refill lost
+    # to a concurrent one: take again from the bucket it refilled
+    for actions, condition in (take, refill, take):
+        if _bucket_update(item, actions, condition):
             return
     raise QuotaExceeded(rules.EVENTS, rate, bucket.retry_after())
