@@ -46,7 +46,7 @@ class QuotaModel(Model):
     Meta = make_meta("quotas")
 
     key = UnicodeAttribute(hash_key=True)
-    count = NumberAttribute(null=True)  # counters
+    used = NumberAttribute(null=True)  # counters (``count`` is a Model method)
     tat = NumberAttribute(null=True)  # the events bucket: theoretical arrival time, epoch ms
     rate = NumberAttribute(null=True)  # the events bucket: the limit it was filled for
 
@@ -136,7 +136,7 @@ def usage(tenant_id: str) -> dict[str, Any]:
     names = [registration_counter(f) for f in rules.REGISTRATION_FAMILIES] + [PENDING_COUNTER]
     counts: dict[str, int] = {}
     for item in QuotaModel.batch_get([_key(tenant_id, n) for n in names]):
-        counts[item.key.split("#", 1)[1]] = max(0, int(item.count or 0))
+        counts[item.key.split("#", 1)[1]] = max(0, int(item.used or 0))
     return {
         rules.REGISTRATIONS: {
             f: counts.get(registration_counter(f), 0) for f in rules.REGISTRATION_FAMILIES
@@ -169,8 +169,8 @@ def _slot(tenant_id: str, counter: str, quota: str, limit: int) -> Slot:
         quota,
         limit,
         QuotaModel(_key(tenant_id, counter)),
-        [QuotaModel.count.add(1)],
-        QuotaModel.count.does_not_exist() | (QuotaModel.count < limit),
+        [QuotaModel.used.add(1)],
+        QuotaModel.used.does_not_exist() | (QuotaModel.used < limit),
     )
 
 
@@ -197,12 +197,12 @@ class Release:
 
 def release_registration(tenant_id: str, family: str) -> Release:
     return Release(
-        QuotaModel(_key(tenant_id, registration_counter(family))), [QuotaModel.count.add(-1)]
+        QuotaModel(_key(tenant_id, registration_counter(family))), [QuotaModel.used.add(-1)]
     )
 
 
 def release_pending(tenant_id: str) -> Release:
-    return Release(QuotaModel(_key(tenant_id, PENDING_COUNTER)), [QuotaModel.count.add(-1)])
+    return Release(QuotaModel(_key(tenant_id, PENDING_COUNTER)), [QuotaModel.used.add(-1)])
 
 
 # --------------------------------------------------------------------------- events bucket
@@ -236,11 +236,11 @@ def admit_event(tenant_id: str) -> None:
     # (half a millisecond of slack on top, so float rounding never costs the last token)
     low, high = now - bucket.lag, now + bucket.lag + 0.5
     item = QuotaModel(_key(tenant_id, EVENTS_BUCKET))
-    take = (
+    take: tuple[list[Action], Condition] = (
         [QuotaModel.tat.add(bucket.interval)],
         QuotaModel.tat.between(low, high) & (QuotaModel.rate == rate),
     )
-    refill = (
+    refill: tuple[list[Action], Condition] = (
         [QuotaModel.tat.set(low + bucket.interval), QuotaModel.rate.set(rate)],
         QuotaModel.tat.does_not_exist() | (QuotaModel.tat < low) | (QuotaModel.rate != rate),
     )
