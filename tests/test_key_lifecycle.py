@@ -219,6 +219,9 @@ def test_tenants_are_listed_and_paged(client, make_tenant, admin_headers):
     assert client.http.get("/admin/tenants", headers=owner.headers).status_code == 403
     bad = client.http.get("/admin/tenants?cursor=abc", headers=reseller.headers)
     assert bad.status_code == 400 and bad.json_body["field"] == "cursor"
+    for limit in ("0", "1001", "x", "\u00b2"):
+        bad = client.http.get(f"/admin/tenants?limit={limit}", headers=reseller.headers)
+        assert bad.status_code == 400 and bad.json_body["field"] == "limit", limit
     # the admin's cursor is no use to a reseller
     first = client.http.get("/admin/tenants?limit=1", headers=admin_headers).json_body
     stolen = client.http.get(

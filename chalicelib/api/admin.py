@@ -8,6 +8,7 @@ limits and usage; only ADMIN changes them.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from chalice import Blueprint, Response
@@ -82,7 +83,7 @@ def list_tenants() -> dict[str, Any]:
         raise _REFUSALS.error(403)
     query: dict[str, str] = dict(bp.current_request.query_params or {})
     raw_limit = query.get("limit", str(PAGE_DEFAULT))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= PAGE_MAX:
+    if not re.fullmatch(r"[0-9]{1,4}", raw_limit) or not 1 <= int(raw_limit) <= PAGE_MAX:
         raise json_error(400, "invalid", f"limit must be 1-{PAGE_MAX}", field="limit")
     parent = None if principal.role is Role.ADMIN else principal.tenant_id
     try:

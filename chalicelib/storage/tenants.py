@@ -33,7 +33,7 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from chalicelib import settings
-from chalicelib.domain.ids import new_id, new_secret_key
+from chalicelib.domain.ids import is_id, new_id, new_secret_key
 from chalicelib.domain.timeutil import fmt, utcnow
 from chalicelib.storage.base import make_meta
 
@@ -160,6 +160,8 @@ def _decode_cursor(cursor: str, partition: tuple[str, str]) -> dict[str, dict[st
         or set(raw) != names
         or not all(isinstance(v, str) and v for v in raw.values())
         or raw[partition[0]] != partition[1]  # a cursor from another listing
+        or not is_id(raw["tenant_id"])
+        or len(raw["created_at"]) > 32
     ):
         raise BadCursor(cursor)
     return {name: {"S": value} for name, value in raw.items()}
