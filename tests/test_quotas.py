@@ -303,3 +303,29 @@ def test_the_bucket_holds_one_second_and_refills_at_the_rate() -> None:
     bucket = rules.Bucket.for_rate(10)
     assert bucket.interval == 100 and bucket.lag == 450  # 10 tokens: [now-450, now+450]
     assert rules.Bucket.for_rate(1).lag == 0 and rules.Bucket.for_rate(1).retry_after() == 1
+
+
+def test_concurrent_creates_never_pass_the_limit(client, make_tenant, admin_headers):
+    """20 threads create notifiers at once under a limit of 5: exactly 5 win (the count is
+    changed in the same transaction as the create, on condition it is under the limit)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chalicelib.domain.timeutil import utcnow
+    from chalicelib.storage import callnotify, quotas
+
+    owner = make_tenant("OWNER")
+    _put(client, admin_headers, owner.tenant_id, {"registrations": {"callnotify": 5}})
+    fields = {"url": "http://127.0.0.1:9/race", "method": "POSTJSON", "selection": "ALL"}
+
+    def create(_: int) -> str:
+        try:
+            callnotify.create(owner.tenant_id, fields, utcnow())
+        except quotas.QuotaExceeded:
+            return "refused"
+        return "created"
+
+    with ThreadPoolExecutor(20) as pool:
+        outcomes = list(pool.map(create, range(20)))
+    assert outcomes.count("created") == 5 and outcomes.count("refused") == 15
+    assert len(list(callnotify.list_for(owner.tenant_id))) == 5
+    assert quotas.usage(owner.tenant_id)["registrations"]["callnotify"] == 5

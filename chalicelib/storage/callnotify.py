@@ -99,10 +99,14 @@ def create(customer_id: str, fields: dict[str, str], now: datetime) -> Created:
     # would fail loudly instead of overwriting another notifier. The tenant's notifier count
     # goes up in the same transaction, on condition it is under the limit.
     slot = quotas.registration_slot(customer_id, "callnotify")  # raises QuotaExceeded
-    try:
+
+    def write() -> None:
         with transaction() as tx:
             tx.save(record, condition=CallNotifierModel.notify_id.does_not_exist())
             tx.update(slot.model, actions=slot.actions, condition=slot.condition)
+
+    try:
+        quotas.retrying_conflicts(write)
     except TransactWriteError as exc:
         if cancelled_by_condition(exc, index=1):
             raise slot.exceeded() from exc
@@ -190,13 +194,17 @@ def delete(customer_id: str, notify_id: str) -> bool:
     if not is_id(notify_id):
         return False
     release = quotas.release_registration(customer_id, "callnotify")
-    try:
+
+    def write() -> None:
         with transaction() as tx:  # the tenant's notifier count goes down with the delete
             tx.delete(
                 CallNotifierModel(customer_id, notify_id),
                 condition=CallNotifierModel.notify_id.exists(),
             )
             tx.update(release.model, actions=release.actions)
+
+    try:
+        quotas.retrying_conflicts(write)
     except TransactWriteError as exc:
         if cancelled_by_condition(exc, index=0):
             return False

@@ -131,7 +131,7 @@ def create_registration(company_id: str, spec: RegistrationInput, now: datetime)
         except TransactWriteError as exc:
             if cancelled_by_condition(exc, index=_QUOTA_INDEX):  # the tenant's count is full
                 raise slot.exceeded() from exc
-            if cancelled_by_condition(exc):
+            if cancelled_by_condition(exc) or quotas.conflicted(exc):
                 _backoff(attempt)
                 continue
             raise
@@ -209,7 +209,7 @@ def end_registration(
             release = quotas.release_registration(company_id, "campaign")
             _write_with_guard(key, guard, ranges, record, new=False, quota=release)
         except TransactWriteError as exc:
-            if cancelled_by_condition(exc):
+            if cancelled_by_condition(exc) or quotas.conflicted(exc):
                 _backoff(attempt)
                 continue
             raise

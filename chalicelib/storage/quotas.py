@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
-from pynamodb.exceptions import DoesNotExist, UpdateError
+from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 from pynamodb.models import Model
@@ -146,6 +148,29 @@ def usage(tenant_id: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- counters
+
+_T = TypeVar("_T")
+_CONFLICT_ATTEMPTS = 8
+
+
+def conflicted(exc: TransactWriteError) -> bool:
+    """Cancelled because another transaction was writing one of the items at that moment (a
+    tenant's counter is shared by all its creates): nothing was written, try again."""
+    reasons = list(getattr(exc, "cancellation_reasons", None) or [])
+    return any(getattr(r, "code", None) == "TransactionConflict" for r in reasons if r)
+
+
+def retrying_conflicts(write: Callable[[], _T]) -> _T:
+    """``write()`` (one transaction), again after a short random pause while it is cancelled
+    by a concurrent transaction on the same items."""
+    for attempt in range(_CONFLICT_ATTEMPTS):
+        try:
+            return write()
+        except TransactWriteError as exc:
+            if not conflicted(exc) or attempt == _CONFLICT_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @dataclass(frozen=True)

@@ -204,7 +204,8 @@ def create(tenant_id: str, request: rules.CreateRequest, now: datetime) -> Creat
         key, owner=callback_id, expires_at=int(due_at) + GUARD_GRACE_SECONDS, version=0
     )
     slot = quotas.pending_slot(tenant_id)  # raises QuotaExceeded
-    try:
+
+    def write() -> None:
         with transaction() as tx:
             tx.save(
                 guard,
@@ -215,6 +216,9 @@ def create(tenant_id: str, request: rules.CreateRequest, now: datetime) -> Creat
             tx.save(outbox)
             # the tenant's pending count, +1 under its limit (puts come first: index 3)
             tx.update(slot.model, actions=slot.actions, condition=slot.condition)
+
+    try:
+        quotas.retrying_conflicts(write)
     except TransactWriteError as exc:
         if cancelled_by_condition(exc, index=0):
             raise AlreadyExists(key) from exc
@@ -287,10 +291,14 @@ def _final_update(record: ScheduledCallbackModel, actions: Sequence[Any], condit
     update and the tenant's pending count -1, in one transaction, so the count drops exactly
     once per callback however many workers race to finish it."""
     release = quotas.release_pending(record.tenant_id)
-    try:
+
+    def write() -> None:
         with transaction() as tx:
             tx.update(record, actions=list(actions), condition=condition)
             tx.update(release.model, actions=release.actions)
+
+    try:
+        quotas.retrying_conflicts(write)
     except TransactWriteError as exc:
         if cancelled_by_condition(exc, index=0):
             return False
@@ -402,7 +410,8 @@ def cancel(tenant_id: str, callback_id: str, now: datetime) -> ScheduledCallback
     if record is None or record.state not in rules.LIVE_STATES:
         return record
     release = quotas.release_pending(tenant_id)
-    try:
+
+    def write() -> None:
         with transaction() as tx:
             tx.update(
                 record,
@@ -417,6 +426,9 @@ def cancel(tenant_id: str, callback_id: str, now: datetime) -> ScheduledCallback
                 condition=GuardModel.key.does_not_exist() | (GuardModel.owner == callback_id),
             )
             tx.update(release.model, actions=release.actions)  # the pending count, -1
+
+    try:
+        quotas.retrying_conflicts(write)
     except TransactWriteError as exc:
         # DynamoDB gets deletes before updates: the guard is index 0, the callback index 1.
         if cancelled_by_condition(exc, index=1):  # it finished (or was cancelled) meanwhile
