@@ -41,7 +41,8 @@ def test_a_listing_shows_every_key_but_never_the_key(client, make_tenant):
     listed = _keys(client, owner.tenant_id, owner.headers)
     assert listed.status_code == 200
     rows = listed.json_body["keys"]
-    assert [r["role"] for r in rows] == ["OWNER", "VIEWER"]  # oldest first
+    assert sorted(r["role"] for r in rows) == ["OWNER", "VIEWER"]
+    assert [r["created_at"] for r in rows] == sorted(r["created_at"] for r in rows)  # oldest first
     fields = {"key_id", "prefix", "role", "created_at", "last_used", "expires_at", "revoked_at"}
     assert all(set(r) == fields for r in rows)
     viewer = next(r for r in rows if r["key_id"] == body["key_id"])
