@@ -33,8 +33,8 @@ class _Handler(ChaliceRequestHandler):
     do_TRACE = do_CONNECT = ChaliceRequestHandler._generic_handle
 
     def log_message(self, format: str, *args: Any) -> None:
-        """The access line on stderr, with tokens and keys in the query string masked (a
-        portal link carries its single-use token there)."""
+        """The access line with keys and ``key=``/``token=``-style query values masked: a
+        client may still put its key in a URL (it gets a 401), and the line must not keep it."""
         super().log_message("%s", logs.redact(format % args))
 
 

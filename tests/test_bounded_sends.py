@@ -350,7 +350,7 @@ def test_lambda_timeouts_and_queue_visibility_follow_the_deadline():
 
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())
     functions = config["lambda_functions"]
-    assert set(functions) == {"api_handler", "dispatcher", "dead_letters", "sweeper"}
+    assert set(functions) == {"api_handler", "dispatcher", "dead_letters", "sweeper", "reconciler"}
     for name, settings in functions.items():
         assert isinstance(settings["lambda_memory_size"], int), name
         assert isinstance(settings["lambda_timeout"], int), name

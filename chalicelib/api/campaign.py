@@ -15,12 +15,13 @@ from chalicelib.api.auth import Access
 from chalicelib.api.common import BadBody, check_destination, json_object
 from chalicelib.api.errors import ApiError, json_error
 from chalicelib.api.events import MAX_PAYLOAD_BYTES
-from chalicelib.api.house import Refusals, json_body
+from chalicelib.api.house import Refusals, json_body, quota_refusal
 from chalicelib.delivery import ingest
 from chalicelib.domain.access import Need
 from chalicelib.domain.campaign import CampaignInvalid, is_active, is_listed, validate_create
 from chalicelib.domain.timeutil import fmt, utcnow
 from chalicelib.storage import campaign as store
+from chalicelib.storage.quotas import QuotaExceeded
 
 bp = Blueprint(__name__)
 
@@ -92,6 +93,8 @@ def create_callback(company_id: str) -> Response:
         ) from exc
     except store.Contended as exc:
         raise json_error(503, "busy", "too many concurrent changes, retry") from exc
+    except QuotaExceeded as exc:
+        raise quota_refusal(exc) from exc
     view = registration_view(created.registration)
     view["signing_secret"] = created.signing_secret
     return Response(body=view, status_code=201, headers={"Location": view["url"]})

@@ -26,7 +26,7 @@ import requests
 from chalice import Blueprint, Response
 
 from chalicelib import settings
-from chalicelib.api.auth import Denied, authenticate, authorize
+from chalicelib.api.auth import QUERY_KEY_MESSAGE, Denied, Reason, authenticate, authorize
 from chalicelib.api.common import check_destination
 from chalicelib.api.errors import ApiError, register_family
 from chalicelib.delivery import senders
@@ -40,6 +40,7 @@ from chalicelib.domain.timeutil import utcnow
 from chalicelib.domain.urlsafety import InvalidUrl, UnsafeDestination
 from chalicelib.storage import notification as store
 from chalicelib.storage import secrets
+from chalicelib.storage.quotas import QuotaExceeded
 
 log = logging.getLogger("ringback.api.notification")
 
@@ -87,6 +88,9 @@ def _tenant(need: Need) -> str:
         principal = authenticate(bp.current_request)
         authorize(principal, principal.tenant_id, need)
     except Denied as exc:
+        if exc.reason is Reason.QUERY_KEY:  # the family's 401, saying where the key goes
+            refusal = NotificationError(401, "Unauthorized", "UNAUTHORIZED", QUERY_KEY_MESSAGE)
+            raise _fail(refusal) from exc
         raise _fail(
             NotificationError.unauthorized() if exc.status == 401 else NotificationError.forbidden()
         ) from exc
@@ -207,6 +211,10 @@ def create_callback() -> Response:
         raise _fail(NotificationError.url_exists(spec.url)) from exc
     except store.Changed as exc:
         raise _fail(NotificationError.busy()) from exc
+    except QuotaExceeded as exc:
+        refusal = _fail(NotificationError.quota_exceeded(exc.message))
+        refusal.response.headers["Retry-After"] = str(exc.retry_after)
+        raise refusal from exc
     log.info("notification callback %s created for tenant %s", spec.name, tenant_id)
     view = _view(record, "POST")
     view["signing_secret"] = signing_secret  # shown once, like campaign registrations

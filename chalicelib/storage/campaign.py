@@ -35,11 +35,12 @@ from chalicelib.domain.campaign import (
 )
 from chalicelib.domain.ids import new_id
 from chalicelib.domain.timeutil import fmt
-from chalicelib.storage import secrets
+from chalicelib.storage import quotas, secrets
 from chalicelib.storage.base import cancelled_by_condition, make_meta, transaction
 from chalicelib.storage.guards import GuardModel, read_guard
 
 _MAX_ATTEMPTS = 200
+_QUOTA_INDEX = 2  # in the create transaction: put record (0), update guard (1), count (2)
 
 
 class ByCompanyEvent(GlobalSecondaryIndex["CampaignRegistrationModel"]):
@@ -129,6 +130,7 @@ def create_registration(company_id: str, spec: RegistrationInput, now: datetime)
     )
     key = guard_key(company_id, spec.event_type)
     now_s = fmt(now)
+    slot = quotas.registration_slot(company_id, "campaign")  # raises QuotaExceeded
     for attempt in range(_MAX_ATTEMPTS):
         guard = read_guard(key)
         ranges = still_open(_ranges_of(guard), now_s)
@@ -138,14 +140,20 @@ def create_registration(company_id: str, spec: RegistrationInput, now: datetime)
         if end is None or end > now_s:  # a range already over never enters the guard
             ranges[callback_id] = encode_range(start, end)
         try:
-            _write_with_guard(key, guard, ranges, record, new=True)
+            _write_with_guard(key, guard, ranges, record, new=True, quota=slot)
         except TransactWriteError as exc:
-            if cancelled_by_condition(exc):
+            if cancelled_by_condition(exc) and get_registration(company_id, callback_id):
+                break  # applied, its answer lost: the retry failed against its own write
+            if cancelled_by_condition(exc, index=_QUOTA_INDEX):  # the tenant's count is full
+                raise slot.exceeded() from exc
+            if cancelled_by_condition(exc) or quotas.conflicted(exc):
                 _backoff(attempt)
                 continue
             raise
         return Created(record, signing_secret)
-    raise Contended(key)
+    else:
+        raise Contended(key)
+    return Created(record, signing_secret)
 
 
 def _ranges_of(guard: GuardModel | None) -> dict[str, str]:
@@ -159,7 +167,10 @@ def _write_with_guard(
     record: CampaignRegistrationModel,
     *,
     new: bool,
+    quota: quotas.Slot | quotas.Release,
 ) -> None:
+    """Guard, record and the tenant's registration count (+1 on create with its limit as the
+    condition, -1 on end), all in one transaction."""
     version = guard.version if guard else 0
     condition = GuardModel.version == version if guard else GuardModel.key.does_not_exist()
     with transaction() as tx:
@@ -181,6 +192,10 @@ def _write_with_guard(
                 ],
                 condition=CampaignRegistrationModel.deleted == False,  # noqa: E712
             )
+        if isinstance(quota, quotas.Slot):
+            tx.update(quota.model, actions=quota.actions, condition=quota.condition)
+        else:
+            tx.update(quota.model, actions=quota.actions)
 
 
 def get_registration(
@@ -214,9 +229,10 @@ def end_registration(
         ranges[callback_id] = encode_range(record.start_date, record.end_date)
         ranges = still_open(ranges, now_s)
         try:
-            _write_with_guard(key, guard, ranges, record, new=False)
+            release = quotas.release_registration(company_id, "campaign")
+            _write_with_guard(key, guard, ranges, record, new=False, quota=release)
         except TransactWriteError as exc:
-            if cancelled_by_condition(exc):
+            if cancelled_by_condition(exc) or quotas.conflicted(exc):
                 _backoff(attempt)
                 continue
             raise

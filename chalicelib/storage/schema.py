@@ -16,6 +16,7 @@ from chalicelib.storage.notification import (
     NotificationSubscriptionModel,
 )
 from chalicelib.storage.portal import PortalTokenModel
+from chalicelib.storage.quotas import QuotaModel
 from chalicelib.storage.scheduled import ScheduledCallbackModel
 from chalicelib.storage.tenants import ApiKeyModel, TenantModel
 
@@ -33,6 +34,7 @@ ALL_MODELS: list[type[Model]] = [
     ScheduledCallbackModel,
     CallNotifierModel,
     PortalTokenModel,
+    QuotaModel,
 ]
 
 TTL_ATTRIBUTES: dict[str, str] = {
