@@ -173,7 +173,7 @@ def portal() -> Catalogue:
             PORTAL,
             "Create a scheduled callback (the scheduled API's own create parameters, as JSON)",
             {201: Body(created_scheduled)},
-            errors=(400, 401, 403, 409),
+            errors=(400, 401, 403, 409, 429),
             request=Body(
                 obj(
                     {"callback_url": string(), "callback_time": string()},

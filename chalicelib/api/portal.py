@@ -34,7 +34,7 @@ from chalicelib.api import scheduled as scheduled_api
 from chalicelib.api.auth import Denied, authorize, extract_key, principal_for_key
 from chalicelib.api.common import check_destination
 from chalicelib.api.errors import ApiError, json_error
-from chalicelib.api.house import Refusals, json_body
+from chalicelib.api.house import Refusals, json_body, quota_refusal
 from chalicelib.delivery import scheduled as scheduler
 from chalicelib.domain import scheduled as scheduled_rules
 from chalicelib.domain.access import Need, Principal, Role
@@ -45,6 +45,7 @@ from chalicelib.portal import session as portal_session
 from chalicelib.storage import deliveries
 from chalicelib.storage import portal as store
 from chalicelib.storage import scheduled as scheduled_store
+from chalicelib.storage.quotas import QuotaExceeded
 
 bp = Blueprint(__name__)
 log = logging.getLogger("ringback.portal")
@@ -330,6 +331,8 @@ def create_scheduled() -> Response:
         created = scheduled_store.create(tenant_id, wanted, now)
     except scheduled_store.AlreadyExists as exc:
         raise json_error(409, "callback_already_exists", "the same URL and time exist") from exc
+    except QuotaExceeded as exc:  # the tenant's pending-callbacks quota, as the family counts it
+        raise quota_refusal(exc) from exc
     try:
         scheduler.hand_over(created.outbox)
     except Exception:  # stored durably: the sweeper hands it over instead
