@@ -17,6 +17,7 @@ from typing import Any
 from chalicelib import logs, settings
 from chalicelib.delivery import queue, registry, senders, target_health
 from chalicelib.delivery.registry import HttpOutbound, Skip, StreamOutbound
+from chalicelib.domain.redact import redact_url
 from chalicelib.domain.retry import FINAL, AttemptResult, Decision, Status, decide, use_backup
 from chalicelib.domain.timeutil import fmt, utcnow
 from chalicelib.storage import deliveries, health
@@ -156,7 +157,7 @@ def _record(
         next_at = fmt(now + timedelta(seconds=decision.delay_seconds))
     attempt = {
         "at": fmt(now),
-        "url": url,
+        "url": redact_url(url),  # a key or password in the query never reaches the log
         "status_code": result.status_code,
         "error": result.error,
         "duration_ms": result.duration_ms,
