@@ -64,6 +64,10 @@
     return `${result.status}: ${typeof d === 'string' ? d : JSON.stringify(d)}`;
   }
 
+  function place(url) {
+    try { const u = new URL(url); return u.origin + u.pathname; } catch (e) { return String(url); }
+  }
+
   function canWrite() { return !!state.session && state.session.rights === 'manage'; }
 
   function button(label, onclick, cls, write) {
@@ -505,7 +509,9 @@
     if (!res.ok) { detail.replaceChildren(h('p', { class: 'bad' }, errorText(res))); return; }
     const d = res.data;
     const attempts = (d.attempts || []).map((a, i) => {
-      const isBackup = a.url !== d.target;
+      // The attempts log masks secrets in a URL's query (and user info): compare where the
+      // request went (origin and path), not the whole string.
+      const isBackup = place(a.url) !== place(d.target);
       const good = a.status_code !== undefined && a.status_code >= 200 && a.status_code < 300;
       return h('li', { class: good ? 'ok' : 'bad', 'data-attempt': i + 1 },
         h('strong', {}, `#${i + 1} `), when(a.at), ' ',
