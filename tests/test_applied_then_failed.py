@@ -61,7 +61,7 @@ def test_campaign_create(client, make_tenant, applied_then_retried):
 
 def test_callnotify_create(client, make_tenant, applied_then_retried):
     owner = make_tenant()
-    applied_then_retried.append("PutItem")
+    applied_then_retried.append("TransactWriteItems")  # the notifier and the tenant's count
     body = {"url": "http://127.0.0.1:4000/call", "method": "POSTXML1", "selection": "MVNO"}
     response = client.http.post(
         f"/customer/{owner.tenant_id}/callnotify", headers=owner.headers, body=json.dumps(body)
