@@ -69,9 +69,14 @@ class _OutOfTime(Exception):
 
 
 class _StubResponse:
+    """What the bounded sender answers (``safe_http.HttpReply``), without a network."""
+
     def __init__(self, status_code: int) -> None:
         self.status_code = status_code
         self.headers: dict[str, str] = {}
+        self.body_prefix = b""
+        self.body_bytes = 0
+        self.text = ""
 
     def close(self) -> None:
         return None
