@@ -4,15 +4,8 @@ lists what differs from the stage."""
 
 from __future__ import annotations
 
-import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
 import time
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 import requests
@@ -24,8 +17,8 @@ from devstack.stage import (
     shell_settings,
     stage_environment,
 )
+from tests.stack_helpers import own_stack
 
-ROOT = Path(__file__).resolve().parent.parent
 STAGE = stage_environment("local")
 
 
@@ -73,14 +66,6 @@ def test_differences_name_the_stage_value_and_hide_secrets():
     assert not any("rbk_secret" in line for line in lines)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _ts(value: str) -> float:
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").timestamp()
 
@@ -89,49 +74,15 @@ def _ts(value: str) -> float:
 def test_make_run_takes_the_shells_settings_and_says_so(httpserver):
     """``RINGBACK_RETRY_SCHEDULE=60 RINGBACK_STAGE=... make run``: the banner lists both, the
     API reports the stage, and a failed delivery waits the shell's 60 s, not the stage's 2 s."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RINGBACK_"))}
-    env.update(
-        {
-            "RINGBACK_ADMIN_KEY": "rbk_shell-admin",
-            "RINGBACK_RETRY_SCHEDULE": "60",
-            "RINGBACK_STAGE": "local-from-shell",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "devstack.run", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def drain() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line)
-
-    threading.Thread(target=drain, daemon=True).start()
-    banner: list[str] = []
-    try:
-        deadline = time.monotonic() + 90
-        while not any("Press Ctrl-C" in line for line in banner):
-            assert time.monotonic() < deadline, "".join(banner)
-            assert process.poll() is None or not lines.empty(), "".join(banner)
-            try:
-                banner.append(lines.get(timeout=1))
-            except queue.Empty:
-                continue
-        text = "".join(banner)
+    shell = {"RINGBACK_RETRY_SCHEDULE": "60", "RINGBACK_STAGE": "local-from-shell"}
+    with own_stack(shell, admin_key="rbk_shell-admin") as stack:
+        text = "".join(stack.banner)
         assert "RINGBACK_RETRY_SCHEDULE=60 (stage: 2,4,8,16,32)" in text
         assert "RINGBACK_STAGE=local-from-shell (stage: local)" in text
         assert "rbk_shell-admin" in text  # the admin key line, as before
         assert "RINGBACK_ADMIN_KEY=(set)" in text
 
-        base = f"http://127.0.0.1:{port}"
+        base = stack.base_url
         assert requests.get(f"{base}/health", timeout=5).json()["stage"] == "local-from-shell"
 
         admin = {"Authorization": "Bearer rbk_shell-admin", "Content-Type": "application/json"}
@@ -167,10 +118,3 @@ def test_make_run_takes_the_shells_settings_and_says_so(httpserver):
         assert isinstance(attempts, list)
         wait = _ts(str(record["next_attempt_at"])) - _ts(attempts[0]["at"])
         assert 45 <= wait <= 75  # the shell's 60 s (+-20 % jitter), not the stage's 2 s
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
