@@ -10,17 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import click
 import requests
 
 from ringback_cli import __version__
 from ringback_cli.config import Target
+from ringback_cli.errors import CliError
 
 TIMEOUT = 30.0
-
-
-class CliError(click.ClickException):
-    """Printed by click as ``Error: <message>``, exit status 1."""
 
 
 def _error_text(body: Any) -> str:
@@ -77,7 +73,11 @@ class Client:
                 headers=sent_headers,
                 timeout=TIMEOUT,
             )
-        except (requests.exceptions.MissingSchema, requests.exceptions.InvalidURL) as exc:
+        except (
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.InvalidURL,
+        ) as exc:
             raise CliError(
                 f"{self.target.url!r} (from {self.target.url_from}) is not a URL; "
                 "expected something like http://127.0.0.1:8000"
@@ -109,15 +109,24 @@ class Client:
             ) from None
         if status < 400:
             return body
-        if status == 403 and body == {"message": "Missing Authentication Token"}:
+        if status == 403 and isinstance(body, dict) and set(body) == {"message"}:
+            # API Gateway's (and chalice local's) answer for a path with no route; it may quote
+            # the Authorization header back, so its text is never shown.
             raise CliError(
                 f"HTTP 403: {self.target.url} has no route {method} {path}; check --url "
                 f"(from {self.target.url_from}), or the server predates this command"
             )
-        text = _error_text(body) or response.reason or "error"
+        text = self._masked(_error_text(body) or response.reason or "error")
         if status == 401:
             text += f"; the API key was refused: check --key (from {self.target.key_from})"
+        if status == 405:
+            text += f" ({self.target.url} has no {method} {path}: it may predate this command)"
         raise CliError(f"HTTP {status} {text}")
+
+    def _masked(self, text: str) -> str:
+        """Never echo the key, whatever a server quotes back."""
+        key = self.target.key
+        return text.replace(key, key[:8] + "...") if key and len(key) > 8 else text
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)

@@ -14,7 +14,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
+import typer
+
+from ringback_cli.errors import CliError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_PROFILE = "default"
@@ -24,7 +26,7 @@ def config_path() -> Path:
     named = os.environ.get("RINGBACK_CONFIG")
     if named:
         return Path(named).expanduser()
-    return Path(click.get_app_dir("ringback")) / "config.toml"
+    return Path(typer.get_app_dir("ringback")) / "config.toml"
 
 
 def read_profiles(path: Path | None = None) -> dict[str, dict[str, str]]:
@@ -35,7 +37,7 @@ def read_profiles(path: Path | None = None) -> dict[str, dict[str, str]]:
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise click.ClickException(f"cannot read the profile file {path}: {exc}") from exc
+        raise CliError(f"cannot read the profile file {path}: {exc}") from exc
     return {
         name: {k: str(v) for k, v in table.items() if isinstance(v, str | int)}
         for name, table in data.items()
@@ -80,7 +82,7 @@ def resolve(url: str | None, key: str | None, profile: str | None) -> Target:
     name = profile or DEFAULT_PROFILE
     stored = read_profiles().get(name, {})
     if profile and profile != DEFAULT_PROFILE and not stored:
-        raise click.ClickException(f"no profile {profile!r} in {config_path()}")
+        raise CliError(f"no profile {profile!r} in {config_path()}")
     url_from = "--url/RINGBACK_URL"
     if not url:
         url, url_from = stored.get("url"), f"profile {name!r}"

@@ -66,7 +66,7 @@ def check_signature(secrets: Sequence[str], body: bytes, headers: dict[str, str]
     problems = []
     for index, secret in enumerate(secrets, 1):
         try:
-            Webhook(secret).verify(body, headers)
+            Webhook(secret).verify(body, headers, json_parse=False)
         except WebhookVerificationError as exc:
             problems.append(str(exc))
             continue
@@ -233,20 +233,20 @@ def open_servers(
     """Bind every listener (raises ``OSError`` naming the port in use)."""
     servers: list[socketserver.BaseServer] = []
     addresses: list[str] = []
-    try:
-        http = _HttpServer((host, port), _http_handler(listener))
-        servers.append(http)
-        addresses.append(f"http://{host}:{http.server_address[1]}")
-        if tcp_port is not None:
-            tcp = _TcpServer((host, tcp_port), _tcp_handler(listener))
-            servers.append(tcp)
-            addresses.append(f"tcp://{host}:{tcp.server_address[1]}")
-        if udp_port is not None:
-            udp = _UdpServer((host, udp_port), _udp_handler(listener))
-            servers.append(udp)
-            addresses.append(f"udp://{host}:{udp.server_address[1]}")
-    except OSError:
-        for server in servers:
-            server.server_close()
-        raise
+    wanted: list[tuple[str, int | None, Any, Any]] = [
+        ("http", port, _HttpServer, _http_handler(listener)),
+        ("tcp", tcp_port, _TcpServer, _tcp_handler(listener)),
+        ("udp", udp_port, _UdpServer, _udp_handler(listener)),
+    ]
+    for protocol, number, server_class, handler in wanted:
+        if number is None:
+            continue
+        try:
+            server = server_class((host, number), handler)
+        except OSError as exc:
+            for opened in servers:
+                opened.server_close()
+            raise OSError(exc.errno, f"{protocol} port {number}: {exc.strerror}") from None
+        servers.append(server)
+        addresses.append(f"{protocol}://{host}:{server.server_address[1]}")
     return Servers(servers, addresses)

@@ -7,18 +7,20 @@ id (or key) a create returns, for ``TENANT=$(ringback tenants create Acme -q)``.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -66,6 +68,26 @@ _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guarded(function: F) -> F:
+    """Any ``CliError`` (API error, unreachable URL, refused key...) becomes one line on stderr
+    and exit status 1: never a traceback."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except CliError as exc:
+            Console(stderr=True, highlight=False, soft_wrap=True).print(
+                f"Error: {exc.message}", markup=False
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
 @dataclass
 class State:
     url: str | None
@@ -77,18 +99,44 @@ class State:
         return Client(resolve(self.url, self.key, self.profile))
 
 
-def _state(ctx: typer.Context) -> State:
+def _state(ctx: typer.Context, url: str | None = None, key: str | None = None) -> State:
+    """The root's options; ``--url``/``--key`` given after the subcommand win."""
     state = ctx.find_root().obj
     assert isinstance(state, State)
-    return state
+    return replace(state, url=url or state.url, key=key or state.key)
 
 
-def _out() -> Console:
-    return Console(soft_wrap=False, highlight=False)
+UrlHere = Annotated[
+    str | None,
+    typer.Option("--url", metavar="URL", help="Base URL of the Ringback API.", show_default=False),
+]
+KeyHere = Annotated[
+    str | None, typer.Option("--key", metavar="KEY", help="API key (rbk_...).", show_default=False)
+]
+
+
+def _out(stderr: bool = False) -> Console:
+    """Rich output; piped (not a terminal, no COLUMNS) it is 200 wide so that ids and keys are
+    never cut to fit 80 columns."""
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, highlight=False, width=200)
+    return console
 
 
 def _err() -> Console:
-    return Console(stderr=True, highlight=False)
+    return _out(stderr=True)
+
+
+def _record(values: dict[str, Any], fields: tuple[str, ...]) -> Table:
+    """One record as ``name  value`` lines (a create's answer)."""
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for name in fields:
+        value = values.get(name)
+        table.add_row(name, "-" if value is None or value == "" else str(value))
+    return table
 
 
 def when(value: str | None) -> str | None:
@@ -156,7 +204,9 @@ def main(
 
 
 @app.command()
+@guarded
 def listen(
+    ctx: typer.Context,
     port: Annotated[
         int, typer.Option(metavar="PORT", help="HTTP port to receive callbacks on.")
     ] = 9911,
@@ -215,7 +265,7 @@ def listen(
     """
     from ringback_cli.listen import Listener, StatusScript, open_servers, parse_statuses
 
-    explicit = click.get_current_context().get_parameter_source("status")
+    source = ctx.get_parameter_source("status")
     try:
         script = parse_statuses(status)
     except ValueError as exc:
@@ -225,7 +275,7 @@ def listen(
         console=console,
         secrets=tuple(secret or ()),
         statuses=StatusScript(script),
-        status_chosen=explicit is not click.core.ParameterSource.DEFAULT,
+        status_chosen=source is not None and source.name != "DEFAULT",
         forward=forward,
     )
     try:
@@ -238,7 +288,8 @@ def listen(
         )
     except OSError as exc:
         raise CliError(
-            f"cannot listen on {host} (port {port} and the next): {exc.strerror}"
+            f"cannot listen on {host}, {exc.strerror} (choose others with --port, "
+            "--tcp-port, --udp-port)"
         ) from None
     servers.start()
     answers = status if len(script) > 1 else str(script[0])
@@ -285,6 +336,7 @@ def _tenant_table(rows: list[dict[str, Any]]) -> Table:
 
 
 @tenants_app.command("create")
+@guarded
 def tenants_create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The tenant's name.")],
@@ -295,9 +347,11 @@ def tenants_create(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the tenant id.")] = False,
+    url: UrlHere = None,
+    key: KeyHere = None,
 ) -> None:
     """Create a tenant; its id is the company_id / CUSTOMER_ID of the APIs."""
-    state = _state(ctx)
+    state = _state(ctx, url, key)
     body: dict[str, Any] = {"name": name}
     if parent:
         body["parent_id"] = parent
@@ -307,13 +361,18 @@ def tenants_create(
     elif state.json:
         _print_json(tenant)
     else:
-        _out().print(_tenant_table([tenant]))
+        _out().print(_record(tenant, ("tenant_id", "name", "parent_id", "created_at")))
 
 
 @tenants_app.command("list")
-def tenants_list(ctx: typer.Context) -> None:
+@guarded
+def tenants_list(
+    ctx: typer.Context,
+    url: UrlHere = None,
+    key: KeyHere = None,
+) -> None:
     """List tenants: all of them for the admin key, a reseller's children for a reseller key."""
-    state = _state(ctx)
+    state = _state(ctx, url, key)
     client = state.client()
     rows: list[dict[str, Any]] = []
     cursor: str | None = None
@@ -334,6 +393,7 @@ def tenants_list(ctx: typer.Context) -> None:
 
 
 @keys_app.command("create")
+@guarded
 def keys_create(
     ctx: typer.Context,
     tenant_id: Annotated[str, typer.Argument(help="The tenant the key acts for.")],
@@ -349,9 +409,11 @@ def keys_create(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the key.")] = False,
+    url: UrlHere = None,
+    key: KeyHere = None,
 ) -> None:
     """Mint an API key. The key is shown this once: keep it."""
-    state = _state(ctx)
+    state = _state(ctx, url, key)
     body: dict[str, Any] = {"role": role}
     if expires_at:
         body["expires_at"] = expires_at
@@ -361,25 +423,21 @@ def keys_create(
     elif state.json:
         _print_json(made)
     else:
-        table = Table("key", "key_id", "role", "tenant_id", "expires_at")
-        table.add_row(
-            made["key"],
-            made.get("key_id", ""),
-            made.get("role", ""),
-            made.get("tenant_id", ""),
-            made.get("expires_at") or "never",
-        )
-        _out().print(table)
+        fields = ("key", "key_id", "role", "tenant_id", "created_at", "expires_at")
+        _out().print(_record(made, fields))
         _out().print("The key is shown this once: keep it.")
 
 
 @keys_app.command("list")
+@guarded
 def keys_list(
     ctx: typer.Context,
     tenant_id: Annotated[str, typer.Argument(help="The tenant whose keys to list.")],
+    url: UrlHere = None,
+    key: KeyHere = None,
 ) -> None:
     """List a tenant's keys (their ids and prefixes, never the keys themselves)."""
-    state = _state(ctx)
+    state = _state(ctx, url, key)
     found = state.client().get(f"/admin/tenants/{tenant_id}/keys")
     if state.json:
         _print_json(found)
@@ -394,13 +452,16 @@ def keys_list(
 
 
 @keys_app.command("revoke")
+@guarded
 def keys_revoke(
     ctx: typer.Context,
     tenant_id: Annotated[str, typer.Argument(help="The key's tenant.")],
     key_id: Annotated[str, typer.Argument(help="The key's id (from keys list).")],
+    url: UrlHere = None,
+    key: KeyHere = None,
 ) -> None:
     """Revoke a key: it is refused from now on."""
-    _state(ctx).client().delete(f"/admin/tenants/{tenant_id}/keys/{key_id}")
+    _state(ctx, url, key).client().delete(f"/admin/tenants/{tenant_id}/keys/{key_id}")
     _out().print(f"revoked key {key_id} of tenant {tenant_id}")
 
 
@@ -437,6 +498,7 @@ TenantOption = Annotated[
 
 
 @events_app.command("publish")
+@guarded
 def events_publish(
     ctx: typer.Context,
     event_type: Annotated[str, typer.Argument(metavar="TYPE", help="The event type.")],
@@ -461,9 +523,11 @@ def events_publish(
     ] = None,
     tenant: TenantOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the event id.")] = False,
+    url: UrlHere = None,
+    key: KeyHere = None,
 ) -> None:
     """Publish an event: every matching registration gets a delivery."""
-    state = _state(ctx)
+    state = _state(ctx, url, key)
     body: dict[str, Any] = {"event_type": event_type, "payload": _payload(payload)}
     for name, value in (
         ("campaign_id", campaign_id),
@@ -479,10 +543,9 @@ def events_publish(
     elif state.json:
         _print_json(published)
     else:
-        _out().print(
-            f"event {published['event_id']}: {published.get('deliveries', 0)} delivery(ies)"
-            f"  (ringback deliveries list --status all --since 5m)"
-        )
+        count = published.get("deliveries", 0)
+        _out().print(f"event {published['event_id']}: {count} delivery(ies)")
+        _out().print("follow them: ringback tail --since 5m", style="dim")
 
 
 # --------------------------------------------------------------------------- deliveries
@@ -561,6 +624,7 @@ UntilOption = Annotated[
 
 
 @deliveries_app.command("list")
+@guarded
 def deliveries_list(
     ctx: typer.Context,
     status: StatusOption = DeliveryStatus.failed,
@@ -575,9 +639,11 @@ def deliveries_list(
     ] = None,
     limit: Annotated[int, typer.Option(help="At most this many rows.", min=1)] = 1000,
     tenant: TenantOption = None,
+    url: UrlHere = None,
+    key: KeyHere = None,
 ) -> None:
     """List deliveries, oldest first (failed ones unless --status says otherwise)."""
-    state = _state(ctx)
+    state = _state(ctx, url, key)
     params = {
         "status": status.value,
         "since": when(since),
@@ -598,12 +664,15 @@ def deliveries_list(
 
 
 @deliveries_app.command("show")
+@guarded
 def deliveries_show(
     ctx: typer.Context,
     delivery_id: Annotated[str, typer.Argument(metavar="ID", help="The delivery id.")],
+    url: UrlHere = None,
+    key: KeyHere = None,
 ) -> None:
     """Show one delivery and every attempt as a table."""
-    state = _state(ctx)
+    state = _state(ctx, url, key)
     found = state.client().get(f"/deliveries/{delivery_id}")
     if state.json:
         _print_json(found)
@@ -640,6 +709,7 @@ def deliveries_show(
 
 
 @app.command()
+@guarded
 def replay(
     ctx: typer.Context,
     since: Annotated[
@@ -653,13 +723,15 @@ def replay(
     ],
     status: Annotated[ReplayStatus, typer.Option(help="Which deliveries.")] = ReplayStatus.failed,
     tenant: TenantOption = None,
+    url: UrlHere = None,
+    key: KeyHere = None,
 ) -> None:
     """Replay the failed (or skipped) deliveries of a time range, with a progress bar.
 
     Each delivery is replayed once: a delivery already replayed is counted, not sent again,
     so an interrupted run (Ctrl-C) can simply be run again to finish.
     """
-    state = _state(ctx)
+    state = _state(ctx, url, key)
     client = state.client()
     params = {
         "status": status.value,
@@ -720,6 +792,7 @@ def replay(
 
 
 @app.command()
+@guarded
 def tail(
     ctx: typer.Context,
     since: SinceOption = None,
@@ -735,13 +808,15 @@ def tail(
             help="Stop after this many seconds (default: until Ctrl-C).", show_default=False
         ),
     ] = None,
+    url: UrlHere = None,
+    key: KeyHere = None,
 ) -> None:
     """Follow new deliveries and their outcomes as they happen (polls the API; Ctrl-C stops).
 
     New deliveries come from the list's cursor; each one not yet final is looked at again on
     every poll, so its retries and its end (delivered, failed, skipped) show up too.
     """
-    state = _state(ctx)
+    state = _state(ctx, url, key)
     client = state.client()
     out = _out()
     start = when(since) or when("now")
@@ -803,6 +878,7 @@ def tail(
 
 
 @profile_app.command("save")
+@guarded
 def profile_save(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Profile name.")] = "default",
@@ -819,6 +895,7 @@ def profile_save(
 
 
 @profile_app.command("show")
+@guarded
 def profile_show(ctx: typer.Context) -> None:
     """Show the profiles of the profile file (keys masked) and what is in effect."""
     state = _state(ctx)
