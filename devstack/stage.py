@@ -18,6 +18,8 @@ PREFIX = "RINGBACK_"
 # Shown as set, never echoed: the admin key is printed once in the banner on purpose, its hash
 # and anything else secret-looking is nobody's business in a terminal scroll-back.
 _SECRET_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "HASH")
+# The ``ringback`` command's own variables (which Ringback to talk to): not service settings.
+CLIENT_ONLY = frozenset({"RINGBACK_URL", "RINGBACK_KEY", "RINGBACK_PROFILE", "RINGBACK_CONFIG"})
 
 
 def stage_environment(stage: str = "local") -> dict[str, str]:
@@ -28,8 +30,13 @@ def stage_environment(stage: str = "local") -> dict[str, str]:
 
 
 def shell_settings(environ: Mapping[str, str]) -> dict[str, str]:
-    """The ``RINGBACK_*`` variables of ``environ`` (the shell's, taken before anything else)."""
-    return {name: value for name, value in environ.items() if name.startswith(PREFIX)}
+    """The ``RINGBACK_*`` variables of ``environ`` (the shell's, taken before anything else),
+    except the ``ringback`` command's own (``CLIENT_ONLY``)."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if name.startswith(PREFIX) and name not in CLIENT_ONLY
+    }
 
 
 def local_environment(

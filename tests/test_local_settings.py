@@ -47,6 +47,9 @@ def test_only_ringback_variables_count_as_shell_settings():
     assert shell_settings({"RINGBACK_A": "1", "ringback_b": "2", "XRINGBACK_C": "3"}) == {
         "RINGBACK_A": "1"
     }
+    # the ringback command's own variables say which Ringback to talk to: not settings
+    client = {"RINGBACK_URL": "http://x", "RINGBACK_KEY": "rbk_x", "RINGBACK_PROFILE": "p"}
+    assert shell_settings(client) == {}
 
 
 def test_differences_name_the_stage_value_and_hide_secrets():
