@@ -58,6 +58,7 @@ def house_error(extra: dict[str, Schema] | None = None) -> Schema:
         "field": nullable(string()),
         "conflicting_callback_id": string(),
         "replayed_by": string(),
+        "event_id": string(),
     }
     properties.update(extra or {})
     return obj(properties, required=["error", "message"])
@@ -70,7 +71,8 @@ HOUSE_ERRORS = {
         401: "no key, or a key Ringback does not know",
         403: "this key may not do that for this tenant",
         404: "not found (or, for the admin key, no such tenant)",
-        409: "conflict (overlapping registration, delivery not replayable)",
+        409: "conflict (overlapping registration, delivery not replayable, a request with the "
+        "same Idempotency-Key still in progress)",
         415: "Content-Type not accepted by this route",
         500: "unexpected error (never a traceback)",
         503: "too many concurrent changes; retry",
@@ -392,7 +394,7 @@ def _events() -> Catalogue:
                     description="accepted; `Idempotent-Replayed: true` when the key was seen",
                 )
             },
-            errors=(400, 401, 403, 404),
+            errors=(400, 401, 403, 404, 409),
             request=Body(
                 obj(
                     {
@@ -437,11 +439,15 @@ def _events() -> Catalogue:
                                     }
                                 )
                             ),
-                        }
+                            "next_cursor": nullable(string()),
+                            "delivery_count": integer(minimum=0),
+                        },
+                        required=["event_id", "event_type", "received_at", "deliveries"],
                     )
                 )
             },
-            errors=(401, 403, 404),
+            errors=(400, 401, 403, 404),
+            query=(Param("cursor", string(), "next_cursor of the previous page"),),
         ),
         ("GET", "/deliveries/{delivery_id}"): Operation(
             EVENTS, "A delivery and every attempt", {200: Body(delivery)}, errors=(401, 403, 404)
@@ -454,14 +460,37 @@ def _events() -> Catalogue:
         ),
         ("GET", "/deliveries"): Operation(
             EVENTS,
-            f"Deliveries in a status, oldest first (at most {events_api.REPLAY_LIMIT})",
-            {200: Body(obj({"deliveries": array(delivery), "truncated": boolean()}))},
+            f"Deliveries in a status (or all), oldest first, a page of at most "
+            f"{events_api.REPLAY_LIMIT}",
+            {
+                200: Body(
+                    obj(
+                        {
+                            "deliveries": array(delivery),
+                            "truncated": boolean(),
+                            "next_cursor": nullable(string()),
+                        }
+                    )
+                )
+            },
             errors=(400, 401, 403, 404),
             query=(
                 TENANT_PARAM,
-                Param("status", STATUS, "default failed"),
+                Param(
+                    "status",
+                    enum([*(s.value for s in Status), events_api.ALL_STATUSES]),
+                    "default failed; all: every status",
+                ),
                 Param("since", ZONED),
                 Param("until", ZONED),
+                Param("family", string(min_length=1, max_length=2048), "campaign, notification..."),
+                Param("target", string(min_length=1, max_length=2048), "a target id or URL"),
+                Param(
+                    "limit",
+                    integer(minimum=1, maximum=events_api.REPLAY_LIMIT),
+                    f"page size, default {events_api.REPLAY_LIMIT}",
+                ),
+                Param("cursor", string(), "next_cursor of the previous page"),
             ),
         ),
         ("POST", "/deliveries/replay"): Operation(
