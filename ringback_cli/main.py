@@ -27,8 +27,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ringback_cli import __version__
-from ringback_cli.client import Client, CliError
+from ringback_cli.client import Client
 from ringback_cli.config import config_path, read_profiles, resolve, save_profile
+from ringback_cli.errors import CliError
 from ringback_cli.render import as_json
 
 HELP = """Operate and receive Ringback callbacks from the terminal.
