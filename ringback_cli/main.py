@@ -297,11 +297,7 @@ def listen(
     console.print(f"[bold]Ringback listener ready[/bold] (answers {answers})")
     for address in servers.addresses:
         console.print(f"  {address}")
-    checked = (
-        f"checked with {len(script) and len(secret or ())} secret(s)"
-        if secret
-        else "not checked (no --secret)"
-    )
+    checked = f"checked with {len(secret)} secret(s)" if secret else "not checked (no --secret)"
     console.print(f"  signatures: {checked}")
     if forward:
         console.print(f"  forwarding to {forward}")
