@@ -336,7 +336,7 @@ def _tenant_table(rows: list[dict[str, Any]]) -> Table:
 @guarded
 def tenants_create(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The tenant's name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The tenant's name.")],
     parent: Annotated[
         str | None,
         typer.Option(
@@ -393,7 +393,9 @@ def tenants_list(
 @guarded
 def keys_create(
     ctx: typer.Context,
-    tenant_id: Annotated[str, typer.Argument(help="The tenant the key acts for.")],
+    tenant_id: Annotated[
+        str, typer.Argument(metavar="TENANT_ID", help="The tenant the key acts for.")
+    ],
     role: Annotated[
         str, typer.Option(metavar="ROLE", help="VIEWER, MANAGER, OWNER, RESELLER (or ADMIN).")
     ] = "OWNER",
@@ -429,7 +431,9 @@ def keys_create(
 @guarded
 def keys_list(
     ctx: typer.Context,
-    tenant_id: Annotated[str, typer.Argument(help="The tenant whose keys to list.")],
+    tenant_id: Annotated[
+        str, typer.Argument(metavar="TENANT_ID", help="The tenant whose keys to list.")
+    ],
     url: UrlHere = None,
     key: KeyHere = None,
 ) -> None:
@@ -452,8 +456,8 @@ def keys_list(
 @guarded
 def keys_revoke(
     ctx: typer.Context,
-    tenant_id: Annotated[str, typer.Argument(help="The key's tenant.")],
-    key_id: Annotated[str, typer.Argument(help="The key's id (from keys list).")],
+    tenant_id: Annotated[str, typer.Argument(metavar="TENANT_ID", help="The key's tenant.")],
+    key_id: Annotated[str, typer.Argument(metavar="KEY_ID", help="The key's id (from keys list).")],
     url: UrlHere = None,
     key: KeyHere = None,
 ) -> None:
@@ -878,7 +882,7 @@ def tail(
 @guarded
 def profile_save(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Profile name.")] = "default",
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Profile name.")] = "default",
 ) -> None:
     """Save --url and --key (given before the command) as a profile.
 
