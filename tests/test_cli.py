@@ -485,6 +485,57 @@ def test_replay_twice_replays_once(local_stack, cli):
 
 
 @pytest.mark.stack
+def test_an_interrupted_replay_is_finished_by_running_it_again(local_stack, cli, monkeypatch):
+    """Ctrl-C after the first replay: the summary says what is left (exit 130); the same
+    command replays the rest and nothing twice."""
+    from ringback_cli.client import Client
+
+    owner = _owner(local_stack)
+    gone = Listen("--status", "410")
+    try:
+        since = when("now")
+        for number in (1, 2, 3):
+            _register(local_stack, owner, f"cli.cut.{number}", gone.url(f"/cut/{number}"))
+            requests.post(
+                f"{local_stack.base_url}/events",
+                headers=owner.headers,
+                json={"event_type": f"cli.cut.{number}"},
+                timeout=10,
+            ).raise_for_status()
+        gone.wait_for("-> 410", count=3)
+    finally:
+        gone.stop()
+    target = {"url": local_stack.base_url, "key": owner.key}
+    deadline = time.monotonic() + 30
+    while "3 failed" not in _ok(cli("deliveries", "list", "--since", str(since), **target)):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+
+    real_post = Client.post
+    replays = []
+
+    def interrupted_after_one(self: Client, path: str, **kwargs: Any) -> Any:
+        if replays:
+            raise KeyboardInterrupt
+        replays.append(path)
+        return real_post(self, path, **kwargs)
+
+    monkeypatch.setattr(Client, "post", interrupted_after_one)
+    cut = cli("--json", "replay", "--since", str(since), "--until", "now", **target)
+    assert cut.exit_code == 130, cut.output
+    assert "run the same command again" in cut.output
+    summary = json.loads(cut.stdout)
+    assert (summary["replayed"], summary["left"], summary["interrupted"]) == (1, 2, True)
+
+    monkeypatch.setattr(Client, "post", real_post)
+    rerun = cli("--json", "replay", "--since", str(since), "--until", "now", **target)
+    _ok(rerun)
+    finished = json.loads(rerun.stdout)
+    assert (finished["matched"], finished["replayed"], finished["already replayed"]) == (3, 2, 1)
+    assert finished["left"] == 0
+
+
+@pytest.mark.stack
 def test_tail_follows_new_deliveries_to_their_outcome(local_stack, cli):
     owner = _owner(local_stack)
     receiver = Listen("--status", "500,200")
