@@ -12,7 +12,7 @@ Options for fault-injection runs (``make soak``, docs/soak.md); ``make run`` use
   the stage's: ``RINGBACK_RETRY_SCHEDULE=1,1,1,1,1 make run`` works), e.g.
   ``--env RINGBACK_RETRY_SCHEDULE=1,1,2 --env RINGBACK_HTTP_TIMEOUT=1``. The banner lists every
   setting that differs from the stage's.
-- ``--visibility-timeout S`` sets the delivery queue's SQS visibility timeout (default 120 s from
+- ``--visibility-timeout S`` sets the delivery queue's SQS visibility timeout (default 360 s from
   ``chalicelib/queues.py``), so a killed worker's in-flight messages come back sooner.
 - ``--no-worker`` serves the API and the embedded AWS only; ``--worker-only --aws-url URL`` runs
   only the worker, dead-letter and sweep loops against that embedded AWS. Together they are the

@@ -15,6 +15,7 @@ from chalice.local import (
     ThreadedHTTPServer,
 )
 
+from chalicelib import logs
 from devstack.stage import stage_environment
 
 
@@ -43,6 +44,11 @@ class _Handler(ChaliceRequestHandler):
         if name.startswith("do_") and len(name) > 3:
             return self._generic_handle
         raise AttributeError(name)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """The access line with keys and ``key=``/``token=``-style query values masked: a
+        client may still put its key in a URL (it gets a 401), and the line must not keep it."""
+        super().log_message("%s", logs.redact(format % args))
 
 
 class ApiServer:

@@ -8,20 +8,23 @@ and replayed one by one or by time range.
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import dataclass
 from typing import Any
 
 from chalice import Blueprint, Response
 
 from chalicelib.api.errors import ApiError, json_error
-from chalicelib.api.house import Refusals, json_body
+from chalicelib.api.house import Refusals, json_body, quota_refusal
 from chalicelib.delivery import ingest, registry
 from chalicelib.domain.access import Need, Principal, Role
 from chalicelib.domain.retry import Status
 from chalicelib.domain.timeutil import BadTimestamp, fmt, parse_zoned
-from chalicelib.storage import deliveries
+from chalicelib.storage import deliveries, quotas
 from chalicelib.storage.deliveries import DeliveryModel
 
 bp = Blueprint(__name__)
+log = logging.getLogger("ringback.api")
 
 SELECTIONS = ("SIP", "MVNO")
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -36,7 +39,7 @@ def _principal() -> Principal:
     return _REFUSALS.principal(bp.current_request)
 
 
-def _invalid(field: str, message: str) -> ApiError:
+def _invalid(field: str | None, message: str) -> ApiError:
     return json_error(400, "invalid", message, field=field)
 
 
@@ -53,10 +56,20 @@ def _tenant_for(principal: Principal, body: dict[str, Any], need: Need) -> str:
     return tenant_id
 
 
-@bp.route("/events", methods=["POST"])
-def publish_event() -> Response:
-    principal = _principal()
-    body = json_body(bp.current_request)
+MAX_BATCH = 100
+
+
+@dataclass(frozen=True)
+class _EventInput:
+    tenant_id: str
+    event_type: str
+    campaign_id: str | None
+    selection: str | None
+    payload: dict[str, Any]
+
+
+def _event_input(principal: Principal, body: dict[str, Any]) -> _EventInput:
+    """One event's fields, checked; raises the house 400/403/404."""
     tenant_id = _tenant_for(principal, body, Need.WRITE)
     event_type = body.get("event_type")
     if not isinstance(event_type, str) or not event_type.strip() or len(event_type) > 128:
@@ -80,16 +93,27 @@ def publish_event() -> Response:
         raise _invalid(
             field if top_level else f"payload.{field}" if why else "payload", str(exc)
         ) from exc
-    key = bp.current_request.headers.get("idempotency-key")
-    if key is not None and (not key.strip() or len(key) > 255):
-        raise _invalid("Idempotency-Key", "Idempotency-Key must be 1-255 characters")
+    try:  # the tenant's events-per-second quota, after the checks, before anything is accepted
+        quotas.admit_event(tenant_id)
+    except quotas.QuotaExceeded as exc:
+        raise quota_refusal(exc) from exc
+    return _EventInput(tenant_id, event_type, campaign_id, selection, payload)
+
+
+def _checked_key(key: Any, field: str) -> str | None:
+    if key is not None and (not isinstance(key, str) or not key.strip() or len(key) > 255):
+        raise _invalid(field, f"{field} must be 1-255 characters")
+    return key
+
+
+def _publish(event: _EventInput, key: str | None) -> ingest.Published:
     try:
-        published = ingest.publish(
-            tenant_id,
-            event_type,
-            payload,
-            campaign_id=campaign_id,
-            selection=selection,
+        return ingest.publish(
+            event.tenant_id,
+            event.event_type,
+            event.payload,
+            campaign_id=event.campaign_id,
+            selection=event.selection,
             idempotency_key=key,
         )
     except ingest.InProgress as exc:
@@ -105,6 +129,20 @@ def publish_event() -> Response:
                 headers={"Retry-After": "1"},
             )
         ) from exc
+
+
+@bp.route("/events", methods=["POST"])
+def publish_event() -> Response:
+    """One event (a JSON object), or a batch of up to ``MAX_BATCH`` (a JSON array)."""
+    principal = _principal()
+    request = bp.current_request
+    batch = _batch_body(request.raw_body)
+    if batch is not None:
+        return _publish_batch(principal, batch)
+    body = json_body(request)
+    event = _event_input(principal, body)
+    key = _checked_key(request.headers.get("idempotency-key"), "Idempotency-Key")
+    published = _publish(event, key)
     headers: dict[str, str | list[str]] = (
         {"Idempotent-Replayed": "true"} if published.repeated else {}
     )
@@ -112,6 +150,60 @@ def publish_event() -> Response:
         body={"event_id": published.event_id, "deliveries": published.deliveries},
         status_code=202,
         headers=headers,
+    )
+
+
+def _batch_body(raw: str | bytes | None) -> list[Any] | None:
+    """The body as a JSON array when it is one (a batch); None for anything else."""
+    if isinstance(raw, str):
+        raw = raw.encode()
+    if not raw or not raw.lstrip().startswith(b"["):
+        return None
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, list) else None
+
+
+def _publish_batch(principal: Principal, items: list[Any]) -> Response:
+    """Each event is accepted or refused on its own; the answer lists them in order, each with
+    the status and body a single ``POST /events`` would have given it. One request for up to
+    ``MAX_BATCH`` events: API Gateway's per-request price is paid once."""
+    if not items or len(items) > MAX_BATCH:
+        raise _invalid(None, f"a batch holds 1 to {MAX_BATCH} events")
+    results: list[dict[str, Any]] = []
+    for item in items:
+        try:
+            if not isinstance(item, dict):
+                raise _invalid(None, "each event of a batch must be a JSON object")
+            event = _event_input(principal, item)
+            key = _checked_key(item.get("idempotency_key"), "idempotency_key")
+            published = _publish(event, key)
+        except ApiError as exc:
+            body = exc.response.body if isinstance(exc.response.body, dict) else {}
+            results.append({"status": exc.response.status_code, **body})
+            continue
+        except Exception:
+            # This event is not accepted (AWS failed under it); the others stand. Retrying it
+            # with its idempotency_key finishes it if it got halfway.
+            log.exception("a batch event failed")
+            results.append(
+                {"status": 500, "error": "internal", "message": "not accepted; retry this event"}
+            )
+            continue
+        result: dict[str, Any] = {
+            "status": 202,
+            "event_id": published.event_id,
+            "deliveries": published.deliveries,
+        }
+        if published.repeated:
+            result["idempotent_replayed"] = True
+        results.append(result)
+    accepted = sum(1 for r in results if r["status"] == 202)
+    return Response(
+        body={"accepted": accepted, "refused": len(results) - accepted, "results": results},
+        status_code=200,
     )
 
 
@@ -164,6 +256,8 @@ def attempt_view(attempt: Any) -> dict[str, Any]:
     if attempt.error:
         view["error"] = attempt.error
     view["duration_ms"] = int(attempt.duration_ms)
+    if getattr(attempt, "response", None):
+        view["response"] = attempt.response
     return view
 
 

@@ -45,8 +45,9 @@ log = logging.getLogger("ringback.reconciler")
 
 HOUR = 3600.0
 HOUR_FORMAT = "%Y-%m-%dT%H"
-FIRST_LOOKBACK = 7 * 24 * HOUR
-"""The first reconcile ever looks this far back (later ones start at their cursor)."""
+FIRST_LOOKBACK = 2 * HOUR
+"""The first reconcile ever looks this far back (later ones start at their cursor). Nothing
+older can be in the index: only work written since the reconciler exists carries a due time."""
 
 
 @dataclass
