@@ -541,6 +541,8 @@ def _events() -> Catalogue:
                                         "error": string(),
                                         "message": string(),
                                         "field": nullable(string()),
+                                        "quota": string(),  # a 429's, as a single request's
+                                        "limit": integer(minimum=0),
                                     },
                                     required=["status"],
                                 ),
