@@ -73,6 +73,7 @@ class _StubResponse:
     def __init__(self, status_code: int) -> None:
         self.status_code = status_code
         self.headers: dict[str, str] = {}
+        self.body_prefix = b""  # the bounded sender's first bytes of the answer (none here)
 
     def close(self) -> None:
         return None
