@@ -584,6 +584,7 @@ def scheduled_routes() -> dict[tuple[str, str], Route]:
 def public_routes() -> dict[tuple[str, str], Route]:
     """No key needed, no tenant data: every caller gets the same answer."""
     return {
+        ("GET", "/"): Route(PUBLIC, READ, SELF, lambda w, f, t: Req("GET", "/"), 200),
         ("GET", "/health"): Route(PUBLIC, READ, SELF, lambda w, f, t: Req("GET", "/health"), 200),
         ("GET", "/openapi.json"): Route(
             PUBLIC, READ, SELF, lambda w, f, t: Req("GET", "/openapi.json"), 200

@@ -118,7 +118,41 @@ EVENTS = Family(
 
 
 def _service() -> Catalogue:
+    from chalicelib.api import landing
+
+    family_names = [name for name, _, _ in landing.FAMILIES]
     return {
+        ("GET", "/"): Operation(
+            SERVICE,
+            "Index: the service, its version, the API families and their base paths",
+            {
+                200: Body(
+                    obj(
+                        {
+                            "service": const(landing.SERVICE),
+                            "name": string(),
+                            "version": string(),
+                            "families": array(
+                                obj(
+                                    {
+                                        "name": enum(family_names),
+                                        "base_path": string(pattern="^/"),
+                                        "description": string(),
+                                    }
+                                )
+                            ),
+                            "links": obj(
+                                {
+                                    "openapi": const("/openapi.json"),
+                                    "health": const("/health"),
+                                }
+                            ),
+                        }
+                    )
+                )
+            },
+            public=True,
+        ),
         ("GET", "/health"): Operation(
             SERVICE,
             "Liveness",
@@ -507,6 +541,8 @@ def _events() -> Catalogue:
                                         "error": string(),
                                         "message": string(),
                                         "field": nullable(string()),
+                                        "quota": string(),  # a 429's, as a single request's
+                                        "limit": integer(minimum=0),
                                     },
                                     required=["status"],
                                 ),

@@ -603,7 +603,8 @@ def callback_view(
 
     Links point at the callback's resource path (the seed's "<callback_url>" placeholder is
     read as "the callback resource", not the client's webhook URL). ``self`` carries the
-    method of the request being answered (PUT for the seed's update response).
+    method of the request being answered (PUT for the seed's update response). The seed's three
+    links come first and in its order (clients may index them); Ringback's own come after.
     """
     href = callback_path(spec.name, base_path)
     return {
@@ -614,8 +615,8 @@ def callback_view(
         "links": [
             {"rel": "self", "href": href, "method": self_method},
             {"rel": "getCallBack", "href": href, "method": "GET"},
-            {"rel": "updateCallBack", "href": href, "method": "PUT"},
             {"rel": "deleteCallBack", "href": href, "method": "DELETE"},
+            {"rel": "updateCallBack", "href": href, "method": "PUT"},
         ],
     }
 
