@@ -203,33 +203,58 @@ class AwsCalls:
     def _key_of(self, table: str, item: dict[str, Any]) -> dict[str, Any]:
         return {k: item[k] for k in self._schema(table)["keys"] if k in item}
 
-    def _write_targets(self, operation: str, params: dict[str, Any]) -> list[tuple[str, Any]]:
-        """(table, key) of every item a write touches, in order."""
-        if operation in ("PutItem",):
-            return [(params["TableName"], self._key_of(params["TableName"], params["Item"]))]
+    def _write_targets(
+        self, operation: str, params: dict[str, Any]
+    ) -> list[tuple[str, dict[str, Any], str, dict[str, Any] | None]]:
+        """(table, key, kind, item written) of every item a write touches, in order."""
+        if operation == "PutItem":
+            table, item = params["TableName"], params["Item"]
+            return [(table, self._key_of(table, item), "Put", item)]
         if operation in ("UpdateItem", "DeleteItem"):
-            return [(params["TableName"], params["Key"])]
+            return [(params["TableName"], params["Key"], operation[:-4], None)]
+        found: list[tuple[str, dict[str, Any], str, dict[str, Any] | None]] = []
         if operation == "BatchWriteItem":
-            found = []
             for table, requests in params.get("RequestItems", {}).items():
                 for request in requests:
                     if "PutRequest" in request:
-                        found.append((table, self._key_of(table, request["PutRequest"]["Item"])))
+                        item = request["PutRequest"]["Item"]
+                        found.append((table, self._key_of(table, item), "Put", item))
                     else:
-                        found.append((table, request["DeleteRequest"]["Key"]))
-            return found
-        if operation == "TransactWriteItems":
-            found = []
+                        found.append((table, request["DeleteRequest"]["Key"], "Delete", None))
+        elif operation == "TransactWriteItems":
             for entry in params.get("TransactItems", []):
-                (_kind, body), *_ = entry.items()
+                (kind, body), *_ = entry.items()
                 table = body["TableName"]
-                key = body["Key"] if "Key" in body else self._key_of(table, body["Item"])
-                found.append((table, key))
-            return found
-        return []
+                item = body.get("Item")
+                key = body["Key"] if "Key" in body else self._key_of(table, item or {})
+                found.append((table, key, kind, item))
+        return found
 
     def _before(self, operation: str, params: dict[str, Any]) -> list[dict[str, Any] | None]:
-        return [self._get(t, k) for t, k in self._write_targets(operation, params)]
+        """The items as they are before a write: one BatchGetItem per 100 keys."""
+        targets = self._write_targets(operation, params)
+        if len(targets) == 1:
+            return [self._get(targets[0][0], targets[0][1])]
+        found: dict[str, list[dict[str, Any]]] = {}
+        by_table: dict[str, list[dict[str, Any]]] = {}
+        for table, key, _, _ in targets:
+            if key not in by_table.setdefault(table, []):
+                by_table[table].append(key)
+        with self.paused():
+            for table, keys in by_table.items():
+                for start in range(0, len(keys), 100):
+                    request = {table: {"Keys": keys[start : start + 100], "ConsistentRead": True}}
+                    while request:
+                        got = self._client().batch_get_item(RequestItems=request)
+                        found.setdefault(table, []).extend(got["Responses"].get(table, []))
+                        request = got.get("UnprocessedKeys") or {}
+        return [
+            next(
+                (i for i in found.get(table, []) if all(i.get(k) == v for k, v in key.items())),
+                None,
+            )
+            for table, key, _, _ in targets
+        ]
 
     def _size(
         self,
@@ -240,9 +265,9 @@ class AwsCalls:
         before: list[dict[str, Any] | None] | None,
     ) -> None:
         if operation in ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"):
-            call.wru = self._writes(operation, params, before or [], 1)
+            call.wru = self._writes(operation, params, before or [], 1, response is not None)
         elif operation == "TransactWriteItems":
-            call.wru = self._writes(operation, params, before or [], 2)
+            call.wru = self._writes(operation, params, before or [], 2, response is not None)
         elif operation == "GetItem":
             call.rru = self._item_reads(params, response, params.get("ConsistentRead", False))
         elif operation == "BatchGetItem":
@@ -267,16 +292,22 @@ class AwsCalls:
         params: dict[str, Any],
         before: list[dict[str, Any] | None],
         factor: int,
+        succeeded: bool,
     ) -> float:
         targets = self._write_targets(operation, params)
         total = 0.0
-        for (table, key), old in zip(targets, before, strict=False):
-            new = self._get(table, key)
-            if operation == "TransactWriteItems":
-                kinds = [next(iter(e)) for e in params["TransactItems"]]
-                if kinds[targets.index((table, key))] == "ConditionCheck":
-                    total += factor * _write_units(_size(old))
-                    continue
+        for (table, key, kind, item), old in zip(targets, before, strict=False):
+            if kind == "ConditionCheck":
+                total += factor * _write_units(_size(old))
+                continue
+            if not succeeded:
+                new = old
+            elif kind == "Put":
+                new = item
+            elif kind == "Delete":
+                new = None
+            else:
+                new = self._get(table, key)
             total += factor * self._item_write(table, old, new)
         return total
 
