@@ -13,7 +13,7 @@
     notes when each arrives. Lag = arrival - callback_time. Creates and firings compete there,
     so its lag says more about the machine than about the scheduler. ``--split`` runs the same
     stack as two processes (API + embedded AWS, and the worker/sweep loops: the Lambda split).
-(b) sweep cost: ``--future`` firings (default 10,000; 100,000 in the first sitting) scheduled
+(b) sweep cost: ``--future`` firings (default 5,000; 100,000 in the first sitting) scheduled
     over the next 30 days and ``--due`` (100) due within the minute, as due items in an
     embedded AWS in this process (written straight into the table in batches); one sweep must
     read only what is due (target <= 200 items read).
@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--callbacks", type=int, default=500)
     parser.add_argument("--spread", type=int, default=60, help="seconds the fire times cover")
     parser.add_argument("--split", action="store_true", help="also run the two-process stack")
-    parser.add_argument("--future", type=int, default=10_000)
+    parser.add_argument("--future", type=int, default=5_000)
     parser.add_argument("--due", type=int, default=100)
     parser.add_argument("--skip-lag", action="store_true", help="skip the capacity run")
     parser.add_argument("--skip-calls", action="store_true")
