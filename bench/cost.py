@@ -705,7 +705,14 @@ def print_table(rows: list[Row]) -> None:
         )
     print("\nrequests by API, per operation:")
     for row in rows:
-        apis = ", ".join(f"{k} {v / row.per:g}" for k, v in sorted(row.tally.by_api().items()))
+        units: dict[str, float] = {}
+        for call in row.tally.calls:
+            api = f"{call.service}.{call.operation}"
+            units[api] = units.get(api, 0.0) + call.wru
+        apis = ", ".join(
+            f"{k} {v / row.per:g}" + (f" ({units[k] / row.per:g} WRU)" if units.get(k) else "")
+            for k, v in sorted(row.tally.by_api().items())
+        )
         note = f" ({row.note})" if row.note else ""
         print(f"  {row.name}{note}: {apis}")
 
