@@ -7,7 +7,8 @@ through: boto3's clients and PynamoDB's own client (``Connection._make_api_call`
 client, is what makes a missed call impossible; ``tests/test_cost_counting.py`` checks it against
 the HTTP requests botocore actually sends.
 
-moto does not report consumed capacity faithfully, so DynamoDB units are computed from item
+moto's ``ReturnConsumedCapacity`` answers fixed figures (moto 5.2.5: 1.0 for a 3 KB PutItem that
+DynamoDB bills as 3 write units, 0.5 for an UpdateItem), so DynamoDB units are computed from item
 sizes by DynamoDB's published rules (on-demand):
 
 - write: ceil(item KB) per item written (the larger of the item before and after), at least 1,
