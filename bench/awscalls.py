@@ -107,6 +107,7 @@ class AwsCalls:
             botocore.client.BaseClient._make_api_call = metered  # type: ignore[method-assign]
             cls._installed = meter
         cls._installed.capacity = capacity
+        cls._installed._schemas.clear()  # tables may have been made again since
         return cls._installed
 
     @contextlib.contextmanager

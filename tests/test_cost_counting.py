@@ -108,3 +108,46 @@ def test_dynamodb_units_follow_item_size_and_consistency(aws: Any) -> None:
     assert big_put.wru == 2
     assert reads.rru == 0.5 + 1
     assert transaction.wru == 2 * (2 + 1)
+
+
+def test_index_writes_follow_the_projection_and_key_changes(aws: Any) -> None:
+    ddb = boto3.client("dynamodb")
+    ddb.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "status", "AttributeType": "S"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "by_status",
+                "KeySchema": [{"AttributeName": "status", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    meter = AwsCalls.install(capacity=True)
+
+    def update(attribute: str, value: str) -> float:
+        with meter.tally() as tally:
+            ddb.update_item(
+                TableName=TABLE,
+                Key={"pk": {"S": "a"}},
+                UpdateExpression="SET #a = :v",
+                ExpressionAttributeNames={"#a": attribute},
+                ExpressionAttributeValues={":v": {"S": value}},
+            )
+        return tally.wru
+
+    try:
+        with meter.tally() as put:
+            ddb.put_item(TableName=TABLE, Item={"pk": {"S": "a"}, "status": {"S": "pending"}})
+        other = update("note", "claimed")
+        moved = update("status", "delivered")
+    finally:
+        AwsCalls.install(capacity=False)
+    assert put.wru == 1 + 1  # the item and its index entry
+    assert other == 1  # a keys-only entry is not rewritten when other attributes change
+    assert moved == 1 + 2  # a changed index key: the item, and a delete + put in the index
