@@ -1,13 +1,22 @@
-"""Scheduler benchmarks (issue 5). Run: ``python -m bench.scheduler`` (``--help`` for sizes).
+"""Scheduler benchmarks (issues 5 and 16). Run: ``python -m bench.scheduler`` (``--help``).
 
-(a) fire lag: the local stack (``python -m devstack.run`` in a subprocess, as ``make run``
-    starts it) schedules 500 callbacks spread over 60 s through the HTTP API; a loopback
-    receiver notes when each arrives. Lag = arrival - callback_time. Targets: p99 < 1 s,
-    p50 < 200 ms. ``--split`` runs the same stack as two processes (API + embedded AWS, and the
-    worker/sweep loops: the Lambda split, ``--no-worker`` / ``--worker-only``).
-(b) sweep cost: 100,000 firings scheduled over the next 30 days and 100 due within the minute,
-    as due items in an embedded AWS in this process (written straight into the table in
-    batches); one sweep must read only what is due (target <= 200 items read).
+(a) capacity (the default): the highest sustained firing rate at which p99 fire lag stays under
+    1 s. Against the local stack (``python -m devstack.run`` in a subprocess, as ``make run``
+    starts it), step the rate up (2, 4, 6, 8, 10, 14, 20, 28, 40 /s): for each step, create all its
+    callbacks through the HTTP API first, due after the last create is done, ``--step-seconds``
+    of them at that rate (``rate`` callbacks due at each whole second); then measure, with
+    nothing else running, until they have arrived. Stops at the first step that misses (p99 >=
+    1 s or a callback lost) or when ``--budget`` seconds are spent. Next to it, the AWS calls a
+    firing and a create cost, counted by ``bench.cost`` (same hook) in a process of its own.
+(a') ``--spread-run``: the older fire-lag run (issue 5): the local stack schedules 500
+    callbacks spread over 60 s through the HTTP API while it fires them; a loopback receiver
+    notes when each arrives. Lag = arrival - callback_time. Creates and firings compete there,
+    so its lag says more about the machine than about the scheduler. ``--split`` runs the same
+    stack as two processes (API + embedded AWS, and the worker/sweep loops: the Lambda split).
+(b) sweep cost: ``--future`` firings (default 5,000; 100,000 in the first sitting) scheduled
+    over the next 30 days and ``--due`` (100) due within the minute, as due items in an
+    embedded AWS in this process (written straight into the table in batches); one sweep must
+    read only what is due (target <= 200 items read).
 
 Figures over moto are not AWS figures: every AWS call is serialised in one Python process.
 """
@@ -198,6 +207,141 @@ def bench_fire_lag(count: int, spread: int, split: bool) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- (a) capacity
+
+
+def _create_at(
+    session: requests.Session, base: str, key: str, url: str, at: int
+) -> tuple[str, float] | None:
+    """One one-time callback due at the whole second ``at``; None if it came too late."""
+    response = session.get(
+        f"{base}/api/1.0/create/",
+        params={
+            "api_key": key,
+            "callback_url": url,
+            "callback_time": datetime.fromtimestamp(at, UTC).isoformat(),
+        },
+        timeout=30,
+    )
+    if response.status_code == 400 and "expired" in response.text:
+        return None
+    response.raise_for_status()
+    return response.json()["callback_id"], float(at)
+
+
+def _step(
+    base: str,
+    key: str,
+    receiver: ArrivalReceiver,
+    rate: int,
+    seconds: int,
+    creates_per_s: float,
+) -> dict[str, Any]:
+    """Create ``rate * seconds`` callbacks (``rate`` due at each whole second of a window that
+    starts after the creates are done), then wait for them with nothing else running."""
+    count = rate * seconds
+    session = requests.Session()
+    lead = 3 + math.ceil(1.5 * count / creates_per_s)
+    first = math.ceil(time.time()) + lead
+    slots = [first + i // rate for i in range(count)]
+    started = time.time()
+
+    def create(i: int) -> tuple[str, float] | None:  # distinct URLs: an identical create is a 409
+        return _create_at(session, base, key, f"{receiver.url}?rate={rate}&n={i}", slots[i])
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        made = list(pool.map(create, range(count)))
+    created_s = time.time() - started
+    scheduled = dict(entry for entry in made if entry is not None)
+    created_after_window_start = time.time() > first
+    deadline = first + seconds + 15
+    while time.time() < deadline and sum(1 for c in scheduled if c in receiver.arrivals) < len(
+        scheduled
+    ):
+        time.sleep(0.1)
+    lags = sorted(
+        receiver.arrivals[cid][0] - due
+        for cid, due in scheduled.items()
+        if cid in receiver.arrivals
+    )
+    p99 = _percentile(lags, 0.99) if lags else float("inf")
+    missing = len(scheduled) - len(lags)
+    return {
+        "rate_per_s": rate,
+        "callbacks": count,
+        "created_in_s": round(created_s, 1),
+        "creates_per_s": round(count / created_s, 1) if created_s else None,
+        "creates_overlapped_window": created_after_window_start,
+        "created_too_late": count - len(scheduled),
+        "arrived": len(lags),
+        "missing": missing,
+        "duplicates": sum(1 for cid in scheduled if len(receiver.arrivals.get(cid, [])) > 1),
+        "lag_p50_ms": round(1000 * _percentile(lags, 0.50)) if lags else None,
+        "lag_p99_ms": round(1000 * p99) if lags else None,
+        "lag_max_ms": round(1000 * lags[-1]) if lags else None,
+        "ok": bool(lags) and p99 < 1.0 and missing == 0 and count == len(scheduled),
+    }
+
+
+def bench_capacity(rates: list[int], seconds: int, budget: float, split: bool) -> dict[str, Any]:
+    receiver = ArrivalReceiver()
+    base, processes = _start_stack(split)
+    steps: list[dict[str, Any]] = []
+    began = time.monotonic()
+    try:
+        key = _owner_key(base)
+        creates_per_s = 8.0  # a first guess; each step measures it for the next
+        for rate in rates:
+            if time.monotonic() - began > budget:
+                steps.append({"rate_per_s": rate, "skipped": "time budget spent"})
+                break
+            step = _step(base, key, receiver, rate, seconds, creates_per_s)
+            steps.append(step)
+            print(f"  step {rate}/s: {step}", flush=True)
+            creates_per_s = max(1.0, float(step["creates_per_s"] or creates_per_s))
+            if not step["ok"]:
+                break
+    finally:
+        _stop(processes)
+    passed = [s["rate_per_s"] for s in steps if s.get("ok")]
+    return {
+        "stack": "two processes (API+AWS | worker)" if split else "one process (make run)",
+        "step_seconds": seconds,
+        "capacity_callbacks_per_s": max(passed) if passed else 0,
+        "first_miss": next((s["rate_per_s"] for s in steps if s.get("ok") is False), None),
+        "criterion": "p99 lag < 1 s, none lost, creates done before the window",
+        "took_s": round(time.monotonic() - began),
+        "steps": steps,
+    }
+
+
+def aws_calls_per_firing() -> dict[str, Any]:
+    """The AWS requests of one create and one firing, counted by ``bench.cost`` (the same
+    botocore hook) in a process of its own (it starts its own embedded AWS)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.cost", "--only", "scheduled", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    rows = [
+        json.loads(line.split("json:", 1)[1])
+        for line in out.stdout.splitlines()
+        if line.startswith("  json:")
+    ]
+    found = {}
+    for row in rows:
+        found[row["operation"]] = {
+            "aws_requests": row["aws_requests"],
+            "by_api": row["by_api"],
+            "usd_per_million": row["usd_per_million"],
+        }
+    if not found:
+        return {"error": (out.stderr or out.stdout)[-500:]}
+    return found
+
+
 # --------------------------------------------------------------------------- (b) sweep cost
 
 
@@ -260,18 +404,37 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
+    parser.add_argument(
+        "--rates", default="2,4,6,8,10,14,20,28,40", help="capacity steps, callbacks/s"
+    )
+    parser.add_argument("--step-seconds", type=int, default=8)
+    parser.add_argument("--budget", type=float, default=150, help="seconds for the steps")
+    parser.add_argument("--spread-run", action="store_true", help="also the issue-5 lag run")
     parser.add_argument("--callbacks", type=int, default=500)
     parser.add_argument("--spread", type=int, default=60, help="seconds the fire times cover")
     parser.add_argument("--split", action="store_true", help="also run the two-process stack")
-    parser.add_argument("--future", type=int, default=100_000)
+    parser.add_argument("--future", type=int, default=5_000)
     parser.add_argument("--due", type=int, default=100)
-    parser.add_argument("--skip-lag", action="store_true")
+    parser.add_argument("--skip-lag", action="store_true", help="skip the capacity run")
+    parser.add_argument("--skip-calls", action="store_true")
     parser.add_argument("--skip-sweep", action="store_true")
     args = parser.parse_args(argv)
+    print(f"machine: {os.cpu_count()} cores; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", flush=True)
     if not args.skip_lag:
-        show("fire lag, local stack", bench_fire_lag(args.callbacks, args.spread, split=False))
+        rates = [int(r) for r in args.rates.split(",")]
+        show(
+            "capacity, local stack",
+            bench_capacity(rates, args.step_seconds, args.budget, split=False),
+        )
         if args.split:
-            show("fire lag, split stack", bench_fire_lag(args.callbacks, args.spread, split=True))
+            show(
+                "capacity, split stack",
+                bench_capacity(rates, args.step_seconds, args.budget, split=True),
+            )
+    if args.spread_run:
+        show("fire lag, local stack", bench_fire_lag(args.callbacks, args.spread, split=False))
+    if not args.skip_calls:
+        show("AWS requests per scheduled create and firing (bench.cost)", aws_calls_per_firing())
     if not args.skip_sweep:
         show("sweep cost", bench_sweep(args.future, args.due))
     return 0
