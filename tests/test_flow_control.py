@@ -1,0 +1,304 @@
+"""Per-target flow control: the bucket arithmetic, the DynamoDB limiter, the campaign fields, and
+300 events to a target limited to 10/s measured at a loopback receiver."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from chalicelib.domain import flow
+from chalicelib.domain.flow import LimitInvalid, Limits
+
+REG = "/companies/{}/campaigns/config/callbacks"
+
+
+# --------------------------------------------------------------------------- pure arithmetic
+
+
+def most_in_any_window(times: list[float], window: float = 1.0) -> int:
+    """The largest number of ``times`` inside any half-open window ``[t, t + window)``."""
+    ordered = sorted(times)
+    best, start = 0, 0
+    for end, at in enumerate(ordered):
+        while ordered[start] <= at - window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def test_a_burst_is_spread_one_spacing_apart_and_never_exceeds_the_rate():
+    tat = None
+    slots = []
+    for _ in range(50):
+        slot, tat = flow.take_slot(tat, 100.0, rate=10.0)
+        slots.append(slot)
+    assert slots[0] == 100.0
+    gaps = {round(b - a, 9) for a, b in zip(slots, slots[1:], strict=False)}
+    assert gaps == {round(flow.spacing(10.0), 9)}
+    assert most_in_any_window(slots) == 10
+    # Even with every send late by up to the guard's budget, no receiver window holds 11.
+    jittered = [s + (0.09 if i % 2 else 0.0) for i, s in enumerate(slots)]
+    assert most_in_any_window(jittered) <= 10
+
+
+def test_an_idle_bucket_admits_at_once_and_keeps_no_credit():
+    slot, tat = flow.take_slot(None, 10.0, rate=2.0)
+    assert slot == 10.0 and tat == pytest.approx(10.55)
+    slot, tat = flow.take_slot(tat, 50.0, rate=2.0)  # long idle: no burst saved up
+    assert slot == 50.0
+    slot, _ = flow.take_slot(tat, 50.0, rate=2.0)
+    assert slot == pytest.approx(50.55)
+
+
+def test_stage_defaults_fill_only_what_the_target_does_not_say():
+    default = Limits(rate=5.0, max_in_flight=3)
+    assert flow.effective(None, default) == default
+    assert flow.effective(Limits(rate=1.0), default) == Limits(1.0, 3)
+    assert flow.effective(Limits(max_in_flight=9), Limits()) == Limits(None, 9)
+    assert flow.effective(None, Limits()).unlimited
+
+
+@pytest.mark.parametrize("value", [0, -1, "x", True, float("nan"), 5000, [], {}])
+def test_bad_rates_are_refused(value):
+    with pytest.raises(LimitInvalid) as caught:
+        flow.parse_rate(value, "rateLimit")
+    assert caught.value.field == "rateLimit"
+
+
+@pytest.mark.parametrize("value", [0, -2, 1.5, "1.5", "", True, 1001, "abc"])
+def test_bad_in_flight_maximums_are_refused(value):
+    with pytest.raises(LimitInvalid):
+        flow.parse_max_in_flight(value)
+
+
+def test_good_limits_parse_from_json_and_query_strings():
+    assert flow.parse_rate(10) == 10.0
+    assert flow.parse_rate("0.5") == 0.5
+    assert flow.parse_rate(None) is None
+    assert flow.parse_max_in_flight(4) == 4
+    assert flow.parse_max_in_flight("4") == 4
+
+
+def test_expired_in_flight_slots_are_recognised():
+    live = flow.slot_entry("a", 200.0)
+    dead = flow.slot_entry("b", 99.0)
+    assert flow.expired_entries([live, dead, "garbage"], now=100.0) == {dead, "garbage"}
+
+
+def test_limits_round_trip_through_delivery_content():
+    assert flow.to_content(Limits()) == {}
+    content = flow.to_content(Limits(2.5, 4))
+    assert flow.from_content(json.loads(json.dumps(content))) == Limits(2.5, 4)
+    assert flow.from_content({}) is None
+
+
+# --------------------------------------------------------------------------- DynamoDB limiter
+
+
+def test_the_bucket_in_dynamodb_hands_out_consecutive_slots(aws):
+    from chalicelib.storage import limiter
+
+    key = limiter.rate_key("campaign", "t1", "cb1")
+    now = 1_000_000.0
+    slots = [limiter.take_slot(key, 10.0, now) for _ in range(5)]
+    step = flow.spacing(10.0)
+    assert slots == pytest.approx([now + i * step for i in range(5)])
+    # Once the backlog has passed, the bucket is idle again: admitted at once.
+    assert limiter.take_slot(key, 10.0, now + 60) == now + 60
+
+
+def test_in_flight_slots_stop_at_the_maximum_and_come_back(aws):
+    from chalicelib.storage import limiter
+
+    key = limiter.inflight_key("campaign", "t1", "cb1")
+    now = 1_000_000.0
+    first = limiter.acquire(key, 2, 30, now)
+    second = limiter.acquire(key, 2, 30, now)
+    assert first and second
+    assert limiter.acquire(key, 2, 30, now) is None
+    limiter.release(key, first)
+    assert limiter.acquire(key, 2, 30, now) is not None
+
+
+def test_a_crashed_workers_in_flight_slot_heals_by_itself(aws):
+    from chalicelib.storage import limiter
+
+    key = limiter.inflight_key("campaign", "t1", "cb1")
+    now = 1_000_000.0
+    assert limiter.acquire(key, 1, 30, now) is not None  # never released: the worker died
+    assert limiter.acquire(key, 1, 30, now + 10) is None
+    assert limiter.acquire(key, 1, 30, now + 31) is not None
+
+
+def test_unlimited_targets_cost_no_limiter_call(aws, monkeypatch):
+    from chalicelib.delivery import flow as engine_flow
+    from chalicelib.storage import limiter
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the limiter was called for an unlimited target")
+
+    monkeypatch.setattr(limiter, "take_slot", boom)
+    monkeypatch.setattr(limiter, "acquire", boom)
+
+    class Fam:
+        def limits(self, delivery):
+            return None
+
+    class Rec:
+        family, tenant_id, target_id = "campaign", "t", "x"
+
+    gate = engine_flow.admit(Fam(), Rec(), None, 30.0)  # type: ignore[arg-type]
+    assert gate.admitted
+    gate.release()
+
+
+# --------------------------------------------------------------------------- campaign API fields
+
+
+def _create(client, tenant, **fields):
+    body = {"event_type": "order.paid", "destination_url": "https://example.com/hook", **fields}
+    return client.http.post(
+        REG.format(tenant.tenant_id), headers=tenant.headers, body=json.dumps(body)
+    )
+
+
+def test_campaign_registration_carries_and_shows_its_limits(client, make_tenant):
+    tenant = make_tenant()
+    created = _create(client, tenant, rate_limit=2.5, max_in_flight=3)
+    assert created.status_code == 201, created.json_body
+    assert created.json_body["rate_limit"] == 2.5
+    assert created.json_body["max_in_flight"] == 3
+    shown = client.http.get(created.json_body["url"], headers=tenant.headers).json_body
+    assert shown["rate_limit"] == 2.5 and shown["max_in_flight"] == 3
+
+
+def test_campaign_limits_are_optional(client, make_tenant):
+    tenant = make_tenant()
+    created = _create(client, tenant)
+    assert created.status_code == 201
+    assert created.json_body["rate_limit"] is None
+    assert created.json_body["max_in_flight"] is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"rate_limit": 0}, "rate_limit"),
+        ({"rate_limit": "fast"}, "rate_limit"),
+        ({"max_in_flight": 0}, "max_in_flight"),
+        ({"max_in_flight": 2.5}, "max_in_flight"),
+    ],
+)
+def test_campaign_refuses_bad_limits_in_its_own_error_body(client, make_tenant, fields, field):
+    tenant = make_tenant()
+    refused = _create(client, tenant, **fields)
+    assert refused.status_code == 400
+    assert refused.json_body["error"] == "invalid"
+    assert refused.json_body["field"] == field
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+class Arrivals:
+    """A threaded loopback receiver recording when each request arrived, per path."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.times: dict[str, list[float]] = {}
+        self.bodies: dict[str, list[bytes]] = {}
+        arrivals = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                at = time.monotonic()
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                with arrivals.lock:
+                    arrivals.times.setdefault(self.path, []).append(at)
+                    arrivals.bodies.setdefault(self.path, []).append(body)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def count(self, path: str) -> int:
+        with self.lock:
+            return len(self.times.get(path, []))
+
+
+@pytest.fixture
+def arrivals() -> Iterator[Arrivals]:
+    receiver = Arrivals()
+    yield receiver
+    receiver.server.shutdown()
+
+
+def test_300_events_to_a_target_limited_to_10_per_second(client, make_tenant, worker, arrivals):
+    from chalicelib.delivery import ingest
+    from chalicelib.storage import deliveries
+
+    tenant = make_tenant()
+    limited = _create(
+        client, tenant, event_type="order.paid", destination_url=arrivals.url("/limited"),
+        rate_limit=10,
+    )
+    free = _create(client, tenant, event_type="order.sent", destination_url=arrivals.url("/free"))
+    assert limited.status_code == 201 and free.status_code == 201
+
+    event_ids = []
+    for n in range(300):
+        event_ids.append(ingest.publish(tenant.tenant_id, "order.paid", {"n": n}).event_id)
+        if n % 3 == 0:
+            ingest.publish(tenant.tenant_id, "order.sent", {"n": n})
+
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            if worker.poll() == 0:
+                time.sleep(0.02)
+
+    pollers = [threading.Thread(target=poll, daemon=True) for _ in range(4)]
+    for thread in pollers:
+        thread.start()
+    deadline = time.monotonic() + 240
+    while arrivals.count("/limited") < 300 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stop.set()
+    for thread in pollers:
+        thread.join(timeout=30)
+
+    limited_times = arrivals.times.get("/limited", [])
+    free_times = arrivals.times.get("/free", [])
+    assert len(limited_times) == 300
+    assert len(free_times) == 100
+    assert most_in_any_window(limited_times) <= 10
+    delivered = {json.loads(body)["event_id"] for body in arrivals.bodies["/limited"]}
+    assert delivered == set(event_ids)
+    # Not slowed: the unlimited target was done before the limited one was a third through.
+    assert max(free_times) < sorted(limited_times)[100]
+    # Waiting is not a failed attempt: every limited delivery succeeded on its first attempt.
+    for event_id in event_ids[:20]:
+        event = deliveries.get_event(event_id)
+        assert event is not None
+        record = deliveries.get(event.delivery_ids[0])
+        assert record is not None
+        assert record.status == "delivered"
+        assert int(record.attempt_count) == 1 and len(record.attempts) == 1
