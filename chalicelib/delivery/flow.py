@@ -36,7 +36,7 @@ FULL_RETRY_SECONDS = 1.0
 
 
 def stage_defaults() -> Limits:
-    return Limits(rate=settings.default_rate_limit(), max_in_flight=settings.default_max_in_flight())
+    return Limits(settings.default_rate_limit(), settings.default_max_in_flight())
 
 
 def limits_of(fam: registry.Family, record: DeliveryModel) -> Limits:

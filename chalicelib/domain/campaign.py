@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from chalicelib.domain.flow import LimitInvalid, Limits, parse_max_in_flight, parse_rate
+from chalicelib.domain.flow import (
+    UNLIMITED,
+    LimitInvalid,
+    Limits,
+    parse_max_in_flight,
+    parse_rate,
+)
 from chalicelib.domain.timeutil import BadTimestamp, parse_zoned
 
 METHODS = ("POST", "PUT", "GET")
@@ -49,7 +55,7 @@ class RegistrationInput:
     start: datetime
     end: datetime | None
     backup_url: str | None
-    limits: Limits = Limits()
+    limits: Limits = UNLIMITED
 
 
 UrlCheck = Callable[[str], None]

@@ -72,14 +72,17 @@ def effective(own: Limits | None, default: Limits) -> Limits:
     )
 
 
-def parse_rate(value: object, field: str = "rate_limit") -> float | None:
-    """A rate limit from a JSON body or a query parameter: a number in deliveries per second,
-    ``MIN_RATE`` to ``MAX_RATE``; ``None`` (absent) means no limit of the target's own."""
+def parse_rate(
+    value: object, field: str = "rate_limit", *, allow_text: bool = False
+) -> float | None:
+    """A rate limit in deliveries per second, ``MIN_RATE`` to ``MAX_RATE``; ``None`` (absent)
+    means no limit of the target's own. JSON bodies must send a number; query parameters
+    (``allow_text``) are text by nature."""
     if value is None:
         return None
     if isinstance(value, bool):
         raise LimitInvalid(field, f"{field} must be a number of deliveries per second")
-    if isinstance(value, str):
+    if isinstance(value, str) and allow_text:
         try:
             value = float(value.strip())
         except ValueError:
@@ -93,11 +96,14 @@ def parse_rate(value: object, field: str = "rate_limit") -> float | None:
     return float(value)
 
 
-def parse_max_in_flight(value: object, field: str = "max_in_flight") -> int | None:
-    """A concurrency limit: a whole number from 1 to ``MAX_IN_FLIGHT``; ``None`` when absent."""
+def parse_max_in_flight(
+    value: object, field: str = "max_in_flight", *, allow_text: bool = False
+) -> int | None:
+    """A concurrency limit: a whole number from 1 to ``MAX_IN_FLIGHT``; ``None`` when absent.
+    Text (``"4"``) only where ``allow_text`` says the value comes from a query string."""
     if value is None:
         return None
-    if isinstance(value, str):
+    if isinstance(value, str) and allow_text:
         text = value.strip()
         if not text.isascii() or not text.isdigit():
             raise LimitInvalid(field, f"{field} must be a whole number from 1 to {MAX_IN_FLIGHT}")
@@ -168,3 +174,14 @@ def from_content(content: dict[str, object]) -> Limits | None:
         rate=float(rate) if isinstance(rate, int | float) else None,
         max_in_flight=int(most) if isinstance(most, int) else None,
     )
+
+
+def with_min_interval(own: Limits | None, min_seconds: float) -> Limits | None:
+    """``own``, with the rate lowered so that slots are at least ``min_seconds`` apart, when
+    that is stricter (the guard is part of the spacing, so the rate is ``(1 + GUARD) / min``)."""
+    if min_seconds <= 0:
+        return own
+    floor = (1.0 + GUARD) / min_seconds
+    own = own or UNLIMITED
+    rate = floor if own.rate is None else min(own.rate, floor)
+    return Limits(rate=rate, max_in_flight=own.max_in_flight)

@@ -84,6 +84,8 @@ class ScheduledCallbackModel(Model):
     created_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
     duplicate_key = UnicodeAttribute()
+    rate_limit = NumberAttribute(null=True)  # flow control: firings per second
+    max_in_flight = NumberAttribute(null=True)  # flow control: concurrent deliveries
 
     by_tenant_state = ByTenantState()
 
@@ -193,6 +195,8 @@ def create(tenant_id: str, request: rules.CreateRequest, now: datetime) -> Creat
         created_at=fmt(now),
         updated_at=fmt(now),
         duplicate_key=key,
+        rate_limit=request.limits.rate,
+        max_in_flight=request.limits.max_in_flight,
     )
     due_at = request.callback_time.timestamp()
     outbox = _outbox_item(
