@@ -209,10 +209,14 @@ def test_campaign_refuses_bad_limits_in_its_own_error_body(client, make_tenant, 
 
 
 class Arrivals:
-    """A threaded loopback receiver recording when each request arrived, per path."""
+    """A threaded loopback receiver recording when each request arrived, per path, and how many
+    requests it was serving at once (each answer takes ``delay`` seconds)."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self.lock = threading.Lock()
+        self.delay = delay
+        self.serving = 0
+        self.most_at_once = 0
         self.times: dict[str, list[float]] = {}
         self.bodies: dict[str, list[bytes]] = {}
         arrivals = self
@@ -225,6 +229,11 @@ class Arrivals:
                 with arrivals.lock:
                     arrivals.times.setdefault(self.path, []).append(at)
                     arrivals.bodies.setdefault(self.path, []).append(body)
+                    arrivals.serving += 1
+                    arrivals.most_at_once = max(arrivals.most_at_once, arrivals.serving)
+                time.sleep(arrivals.delay)
+                with arrivals.lock:
+                    arrivals.serving -= 1
                 self.send_response(200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -308,3 +317,220 @@ def test_300_events_to_a_target_limited_to_10_per_second(client, make_tenant, wo
         assert record is not None
         assert record.status == "delivered"
         assert int(record.attempt_count) == 1 and len(record.attempts) == 1
+
+
+# --------------------------------------------------------------------------- notification API
+
+NOTIF = "/rest/api/v1.3/notifications"
+
+
+def _notif_body(url, **extra):
+    return {
+        "name": "orders_cb",
+        "url": url,
+        "batchSize": 10,
+        "authentication": {"type": "B", "data": {"userName": "u", "password": "p-secret"}},
+        **extra,
+    }
+
+
+def test_notification_callback_carries_rate_limit_and_max_in_flight(
+    client, make_tenant, httpserver
+):
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    url = httpserver.url_for("/hook")
+    tenant = make_tenant()
+    created = client.http.post(
+        f"{NOTIF}/callbacks",
+        headers=tenant.headers,
+        body=json.dumps(_notif_body(url, rateLimit=5, maxInFlight=2)),
+    )
+    assert created.status_code == 201, created.json_body
+    assert created.json_body["rateLimit"] == 5 and created.json_body["maxInFlight"] == 2
+    shown = client.http.get(f"{NOTIF}/callbacks/orders_cb", headers=tenant.headers).json_body
+    assert shown["rateLimit"] == 5 and shown["maxInFlight"] == 2
+    # An update that leaves them out keeps them; null removes one.
+    updated = client.http.put(
+        f"{NOTIF}/callbacks/orders_cb",
+        headers=tenant.headers,
+        body=json.dumps({**_notif_body(url), "rateLimit": None}),
+    )
+    assert updated.status_code == 200, updated.json_body
+    assert "rateLimit" not in updated.json_body and updated.json_body["maxInFlight"] == 2
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("rateLimit", 0), ("rateLimit", "5"), ("maxInFlight", 1.5)]
+)
+def test_notification_refuses_bad_limits_in_its_own_envelope(
+    client, make_tenant, httpserver, field, value
+):
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    tenant = make_tenant()
+    refused = client.http.post(
+        f"{NOTIF}/callbacks",
+        headers=tenant.headers,
+        body=json.dumps(_notif_body(httpserver.url_for("/hook"), **{field: value})),
+    )
+    assert refused.status_code == 400
+    body = refused.json_body
+    assert body["errorCode"] == "INVALID_PARAMETER"
+    assert body["title"] == "Invalid request parameters"
+    assert field in body["detail"] and body["errorDetails"] == []
+
+
+# --------------------------------------------------------------------------- scheduled API
+
+
+def _scheduled_create(client, tenant, **params):
+    from tests.scheduled_helpers import answer, call, iso_in
+
+    query = {
+        "api_key": tenant.key,
+        "callback_url": "http://127.0.0.1:9/hook",
+        "callback_time": iso_in(120),
+        **params,
+    }
+    response = call(client, "create", query)
+    return response, answer(response)
+
+
+def test_scheduled_callback_carries_rate_limit_and_max_in_flight(client, make_tenant):
+    from tests.scheduled_helpers import answer, call
+
+    tenant = make_tenant()
+    response, body = _scheduled_create(client, tenant, rate_limit="0.5", max_in_flight="2")
+    assert response.status_code == 200, body
+    assert body["success"] == 1
+    shown = answer(call(client, f"retrieve/{body['callback_id']}", {"api_key": tenant.key}))
+    assert shown["callback"]["rate_limit"] == 0.5
+    assert shown["callback"]["max_in_flight"] == 2
+
+
+@pytest.mark.parametrize(
+    ("params", "key"),
+    [
+        ({"rate_limit": "fast"}, "rate_limit_invalid"),
+        ({"rate_limit": "0"}, "rate_limit_invalid"),
+        ({"max_in_flight": "-1"}, "max_in_flight_invalid"),
+    ],
+)
+def test_scheduled_refuses_bad_limits_with_its_own_keys(client, make_tenant, params, key):
+    tenant = make_tenant()
+    response, body = _scheduled_create(client, tenant, **params)
+    assert response.status_code == 400
+    assert body == {"success": 0, "error": key}
+
+
+def test_scheduled_refuses_repeats_shorter_than_the_stage_minimum(client, make_tenant, monkeypatch):
+    monkeypatch.setenv("RINGBACK_MIN_REPEAT_SECONDS", "60")
+    tenant = make_tenant()
+    repeat = {"callback_repeat": "1", "callback_repeat_type": "interval"}
+    short = {**repeat, "callback_repeat_interval_unit": "seconds", "callback_repeat_interval": "5"}
+    response, body = _scheduled_create(client, tenant, **short)
+    assert response.status_code == 400
+    assert body == {"success": 0, "error": "callback_repeat_interval_too_short"}
+    enough = {**repeat, "callback_repeat_interval_unit": "minutes", "callback_repeat_interval": "1"}
+    response, body = _scheduled_create(client, tenant, **enough)
+    assert response.status_code == 200 and body["success"] == 1, body
+
+
+def test_immediate_repeats_are_spaced_by_the_stage_minimum(monkeypatch):
+    from chalicelib.delivery.scheduled import ScheduledFamily
+
+    class Delivery:
+        content = json.dumps({"repeat_type": "immediate", "firing": 3})
+
+    monkeypatch.setenv("RINGBACK_MIN_REPEAT_SECONDS", "30")
+    limits = ScheduledFamily().limits(Delivery())  # type: ignore[arg-type]
+    assert limits is not None and limits.rate is not None
+    assert flow.spacing(limits.rate) == pytest.approx(30.0)
+
+
+# --------------------------------------------------------------------------- callnotify API
+
+CALLNOTIFY = "/customer/{}/callnotify"
+NOTIFIER = {"url": "http://127.0.0.1:4000/call", "method": "POSTXML1", "selection": "MVNO"}
+
+
+def test_call_notifier_carries_rate_limit_and_max_in_flight(client, make_tenant):
+    tenant = make_tenant()
+    created = client.http.post(
+        CALLNOTIFY.format(tenant.tenant_id),
+        headers=tenant.headers,
+        body=json.dumps({**NOTIFIER, "rate_limit": 20, "max_in_flight": 4}),
+    )
+    assert created.status_code == 201, created.json_body
+    assert created.json_body["rate_limit"] == 20 and created.json_body["max_in_flight"] == 4
+    item = f"{CALLNOTIFY.format(tenant.tenant_id)}/{created.json_body['_id']}"
+    shown = client.http.get(item, headers=tenant.headers).json_body
+    assert shown["rate_limit"] == 20 and shown["max_in_flight"] == 4
+    updated = client.http.put(
+        item, headers=tenant.headers, body=json.dumps({"max_in_flight": None})
+    ).json_body
+    assert "max_in_flight" not in updated and updated["rate_limit"] == 20
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("rate_limit", -3, "Invalid rate limit"),
+        ("rate_limit", "20", "Invalid rate limit"),
+        ("max_in_flight", 0, "Invalid max in flight"),
+    ],
+)
+def test_callnotify_refuses_bad_limits_in_its_own_error_body(
+    client, make_tenant, field, value, message
+):
+    tenant = make_tenant()
+    refused = client.http.post(
+        CALLNOTIFY.format(tenant.tenant_id),
+        headers=tenant.headers,
+        body=json.dumps({**NOTIFIER, field: value}),
+    )
+    assert refused.status_code == 422
+    assert refused.json_body == {"error": field, "message": message}
+
+
+def _run_workers(worker, done, pollers=4, timeout=240.0):
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            if worker.poll() == 0:
+                time.sleep(0.02)
+
+    threads = [threading.Thread(target=poll, daemon=True) for _ in range(pollers)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+
+
+def test_max_in_flight_holds_concurrent_deliveries_and_the_rest_wait(client, make_tenant, worker):
+    from chalicelib.delivery import ingest
+    from chalicelib.storage import deliveries
+
+    slow = Arrivals(delay=0.6)
+    try:
+        tenant = make_tenant()
+        created = _create(client, tenant, destination_url=slow.url("/slow"), max_in_flight=2)
+        assert created.status_code == 201
+        event_ids = [
+            ingest.publish(tenant.tenant_id, "order.paid", {"n": n}).event_id for n in range(8)
+        ]
+        _run_workers(worker, lambda: slow.count("/slow") >= 8 and slow.serving == 0)
+    finally:
+        slow.server.shutdown()
+    assert slow.count("/slow") == 8
+    assert slow.most_at_once == 2
+    for event_id in event_ids:
+        event = deliveries.get_event(event_id)
+        assert event is not None
+        record = deliveries.get(event.delivery_ids[0])
+        assert record is not None and record.status == "delivered"
+        assert int(record.attempt_count) == 1
