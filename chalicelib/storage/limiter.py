@@ -12,7 +12,8 @@ conditional UpdateItem, never a read followed by a write, so any number of Lambd
 - ``acquire``/``release``: the in-flight slots are a string set of ``token|expires`` entries. A
   slot is added only while the set holds fewer than the maximum (``size()`` in the condition) and
   removed when the attempt finishes. A worker that dies holding one cannot leak it: when the set
-  is full, expired entries are deleted and the add is tried once more.
+  is full, expired entries are deleted and the add is tried once more (a process looks at most
+  every ``SWEEP_EVERY`` seconds per target: the look is a read).
 
 Items carry ``expires_at`` (the guards table's TTL attribute), so idle targets disappear.
 """
@@ -35,6 +36,11 @@ KEEP_SECONDS = 86400.0
 """How long an idle bucket or counter is kept after its last use (TTL)."""
 
 _BRANCH_TRIES = 4
+
+SWEEP_EVERY = 5.0
+"""A process looks for expired in-flight slots of one target at most this often (seconds): the
+look is a read, and a full target is usually full of live slots. A dead worker's slot is still
+freed within its hold time plus this."""
 
 
 class FlowModel(Model):
@@ -61,6 +67,7 @@ def _failed_condition(exc: UpdateError) -> bool:
 
 
 _busy_hint: dict[str, bool] = {}
+_last_sweep: dict[str, float] = {}
 _hint_lock = threading.Lock()
 
 
@@ -134,9 +141,17 @@ def acquire(key: str, limit: int, hold_seconds: float, now: float) -> str | None
         except UpdateError as exc:
             if not _failed_condition(exc):
                 raise
-        if not sweep or not _drop_expired(key, now):
+        if not sweep or not _sweep_due(key, now) or not _drop_expired(key, now):
             return None
     return None
+
+
+def _sweep_due(key: str, now: float) -> bool:
+    with _hint_lock:
+        if now - _last_sweep.get(key, float("-inf")) < SWEEP_EVERY:
+            return False
+        _last_sweep[key] = now
+        return True
 
 
 def _drop_expired(key: str, now: float) -> bool:
