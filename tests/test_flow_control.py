@@ -534,3 +534,9 @@ def test_max_in_flight_holds_concurrent_deliveries_and_the_rest_wait(client, mak
         record = deliveries.get(event.delivery_ids[0])
         assert record is not None and record.status == "delivered"
         assert int(record.attempt_count) == 1
+
+
+def test_a_waiting_delivery_comes_back_before_its_slot_to_be_on_time():
+    assert flow.requeue_at(100.0, now=90.0) == pytest.approx(100.0 - flow.PREWAKE)
+    assert flow.requeue_at(100.0, now=99.9) == 99.9
+    assert flow.PREWAKE < flow.SLEEP_LIMIT  # what is left is slept off in place

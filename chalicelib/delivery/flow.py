@@ -59,10 +59,15 @@ class Gate:
         return self.wait_until is None
 
     def release(self) -> None:
+        """Best effort: it runs after the send and before the attempt is recorded, so failing
+        here must not lose the record (and resend); a slot not given back expires by itself."""
         if self._inflight is not None:
             key, entry = self._inflight
             self._inflight = None
-            limiter.release(key, entry)
+            try:
+                limiter.release(key, entry)
+            except Exception:
+                log.exception("in-flight slot of %s not given back; it expires by itself", key)
 
 
 def admit(
@@ -101,9 +106,11 @@ def requeue(message: dict[str, Any], gate: Gate) -> None:
     if gate.slot is not None:
         waiting[SLOT_FIELD] = gate.slot
     item_id = f"{waiting.get('delivery_id')}.{waiting.get('attempt')}.flow.{gate.wait_until:.3f}"
+    now = time.time()
     log.info(
         "over its target's limit: waits %.1fs",
-        gate.wait_until - time.time(),
+        gate.wait_until - now,
         extra={"delivery_id": waiting.get("delivery_id")},
     )
-    queue.send_at(waiting, gate.wait_until, item_id)
+    due_at = flow.requeue_at(gate.slot, now) if gate.slot is not None else gate.wait_until
+    queue.send_at(waiting, due_at, item_id)

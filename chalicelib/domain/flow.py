@@ -33,6 +33,18 @@ sending late would crowd the deliveries that hold the next slots. Less than half
 SLEEP_LIMIT = 1.0
 """A slot at most this far ahead is waited for in place; further ones go back to the queue."""
 
+PREWAKE = 0.5
+"""A delivery that goes back to the queue is due this long before its slot: claiming it and
+preparing the request again take time (and a poller may be busy), and a delivery that reached
+its slot late would have to give it up. It sleeps off the rest in place (less than
+``SLEEP_LIMIT``)."""
+
+
+def requeue_at(slot: float, now: float) -> float:
+    """When a delivery waiting for ``slot`` should come off the queue again."""
+    return max(now, slot - PREWAKE)
+
+
 MIN_RATE = 0.01
 MAX_RATE = 1000.0
 MAX_IN_FLIGHT = 1000
