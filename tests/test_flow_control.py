@@ -264,7 +264,6 @@ def arrivals() -> Iterator[Arrivals]:
 
 def test_300_events_to_a_target_limited_to_10_per_second(client, make_tenant, worker, arrivals):
     from chalicelib.delivery import ingest
-    from chalicelib.storage import deliveries
 
     tenant = make_tenant()
     limited = _create(
@@ -311,12 +310,7 @@ def test_300_events_to_a_target_limited_to_10_per_second(client, make_tenant, wo
     assert max(free_times) < sorted(limited_times)[100]
     # Waiting is not a failed attempt: every limited delivery succeeded on its first attempt.
     for event_id in event_ids[:20]:
-        event = deliveries.get_event(event_id)
-        assert event is not None
-        record = deliveries.get(event.delivery_ids[0])
-        assert record is not None
-        assert record.status == "delivered"
-        assert int(record.attempt_count) == 1 and len(record.attempts) == 1
+        _assert_delivered_at_first_attempt(client, tenant, event_id)
 
 
 # --------------------------------------------------------------------------- notification API
@@ -513,7 +507,6 @@ def _run_workers(worker, done, pollers=4, timeout=240.0):
 
 def test_max_in_flight_holds_concurrent_deliveries_and_the_rest_wait(client, make_tenant, worker):
     from chalicelib.delivery import ingest
-    from chalicelib.storage import deliveries
 
     slow = Arrivals(delay=0.6)
     try:
@@ -529,11 +522,17 @@ def test_max_in_flight_holds_concurrent_deliveries_and_the_rest_wait(client, mak
     assert slow.count("/slow") == 8
     assert slow.most_at_once == 2
     for event_id in event_ids:
-        event = deliveries.get_event(event_id)
-        assert event is not None
-        record = deliveries.get(event.delivery_ids[0])
-        assert record is not None and record.status == "delivered"
-        assert int(record.attempt_count) == 1
+        _assert_delivered_at_first_attempt(client, tenant, event_id)
+
+
+def _assert_delivered_at_first_attempt(client, tenant, event_id):
+    """As a client sees it: delivered, with one attempt in the log (waiting left no trace)."""
+    shown = client.http.get(f"/events/{event_id}", headers=tenant.headers)
+    assert shown.status_code == 200, shown.json_body
+    (delivery,) = shown.json_body["deliveries"]
+    detail = client.http.get(f"/deliveries/{delivery['delivery_id']}", headers=tenant.headers)
+    assert detail.json_body["status"] == "delivered"
+    assert len(detail.json_body["attempts"]) == 1
 
 
 def test_a_waiting_delivery_comes_back_before_its_slot_to_be_on_time():

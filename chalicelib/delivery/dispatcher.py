@@ -94,8 +94,8 @@ def _attempt(
         return
     # -- flow control (chalicelib/delivery/flow.py): over its target's limits the attempt waits
     gate = flow.admit(fam, record, message.get(flow.SLOT_FIELD), timeout + LEASE_MARGIN)
-    if not gate.admitted:
-        deliveries.release(record, token)
+    if not gate.admitted and gate.wait_until is not None:
+        deliveries.defer(record, token, gate.wait_until)
         flow.requeue(message, gate)
         return
     try:
