@@ -540,3 +540,69 @@ def test_a_waiting_delivery_comes_back_before_its_slot_to_be_on_time():
     assert flow.requeue_at(100.0, now=90.0) == pytest.approx(100.0 - flow.PREWAKE)
     assert flow.requeue_at(100.0, now=99.9) == 99.9
     assert flow.PREWAKE < flow.SLEEP_LIMIT  # what is left is slept off in place
+
+
+def test_stage_defaults_apply_to_targets_without_limits(monkeypatch):
+    from chalicelib.delivery import flow as engine_flow
+
+    class Fam:
+        def __init__(self, own):
+            self.own = own
+
+        def limits(self, delivery):
+            return self.own
+
+    monkeypatch.setenv("RINGBACK_DEFAULT_RATE_LIMIT", "3")
+    monkeypatch.setenv("RINGBACK_DEFAULT_MAX_IN_FLIGHT", "7")
+    assert engine_flow.limits_of(Fam(None), None) == Limits(3.0, 7)  # type: ignore[arg-type]
+    own = Fam(Limits(rate=1.0))
+    assert engine_flow.limits_of(own, None) == Limits(1.0, 7)  # type: ignore[arg-type]
+    monkeypatch.delenv("RINGBACK_DEFAULT_RATE_LIMIT")
+    monkeypatch.delenv("RINGBACK_DEFAULT_MAX_IN_FLIGHT")
+    assert engine_flow.limits_of(Fam(None), None).unlimited  # type: ignore[arg-type]
+
+
+def test_every_family_hands_its_targets_limits_to_the_engine(client, make_tenant):
+    """The limits a registration carries reach its deliveries' content, where the family's
+    ``limits`` hook reads them at send time without an AWS call."""
+    from chalicelib.delivery import registry
+    from chalicelib.delivery.registry import PublishedEvent
+
+    tenant = make_tenant()
+    created = client.http.post(
+        CALLNOTIFY.format(tenant.tenant_id),
+        headers=tenant.headers,
+        body=json.dumps({**NOTIFIER, "selection": "ALL", "rate_limit": 2, "max_in_flight": 3}),
+    )
+    assert created.status_code == 201
+    event = PublishedEvent(
+        event_id="e1",
+        tenant_id=tenant.tenant_id,
+        event_type="CALL_END",
+        received_at="2026-01-01T00:00:00Z",
+        selection="SIP",
+        payload={
+            "call_id": "c1",
+            "from": "+4512345678",
+            "to": "+4587654321",
+            "direction": "in",
+            "timestamp": "2016-05-27T09:30:00Z",
+            "duration": 1,
+            "cause": "normal",
+        },
+    )
+    family = registry.family("callnotify")
+    (target,) = family.match(event)
+
+    class Delivery:
+        content = json.dumps(target.content)
+
+    assert family.limits(Delivery()) == Limits(2.0, 3)  # type: ignore[attr-defined]
+    registered = _create(client, tenant, rate_limit=4)
+    assert registered.status_code == 201
+    campaign = registry.family("campaign")
+    (target,) = campaign.match(
+        PublishedEvent("e2", tenant.tenant_id, "order.paid", "2099-01-01T00:00:00Z", {})
+    )
+    Delivery.content = json.dumps(target.content)
+    assert campaign.limits(Delivery()) == Limits(4.0, None)  # type: ignore[attr-defined]
