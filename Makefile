@@ -8,9 +8,10 @@ PORT ?= 8000
 
 .PHONY: install run test lint typecheck unit bench soak clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .  # the `ringback` command (pins above)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -8,10 +8,11 @@ from chalice import Chalice, Rate
 from chalice.app import CloudWatchEvent, SQSEvent
 
 from chalicelib import logs
-from chalicelib.api import admin, campaign, events, health
+from chalicelib.api import admin, campaign, events, health, landing
 from chalicelib.api import callnotify as callnotify_api
 from chalicelib.api import notification as notification_api
 from chalicelib.api import openapi as openapi_api
+from chalicelib.api import portal as portal_api
 from chalicelib.api import scheduled as scheduled_api
 from chalicelib.api.errors import error_middleware
 from chalicelib.delivery import engine
@@ -22,6 +23,7 @@ app.debug = False  # never a traceback in a response, whatever the stage
 logs.configure(app.log)  # JSON lines for app.log and every ringback.* module logger
 app.register_middleware(error_middleware, "http")
 
+app.register_blueprint(landing.bp)
 app.register_blueprint(health.bp)
 app.register_blueprint(admin.bp)
 app.register_blueprint(campaign.bp)
@@ -30,6 +32,7 @@ app.register_blueprint(scheduled_api.bp)
 app.register_blueprint(notification_api.bp)
 app.register_blueprint(callnotify_api.bp)
 app.register_blueprint(openapi_api.bp)
+app.register_blueprint(portal_api.bp)
 
 _QUEUE = delivery_queue()
 

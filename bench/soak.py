@@ -170,6 +170,10 @@ def _publish_one(stack: Stack, tenant: Tenant, run: str, n: int) -> tuple[Accept
         if answer.status_code == 202:
             data = answer.json()
             return Accepted(data["event_id"], event_type, int(data["deliveries"])), retries
+        if answer.status_code == 429:  # over the tenant's events-per-second quota: wait
+            retries += 1
+            time.sleep(float(answer.headers.get("Retry-After", "1")))
+            continue
         if answer.status_code < 500:
             return None, retries
         retries += 1

@@ -6,9 +6,9 @@ and ``devstack.run --worker-only`` (the SQS poller, dead-letter poller and sweep
 Lambdas are on AWS), so the worker can be SIGKILLed mid-batch without losing the state: killing
 the combined process would take the embedded AWS with it, which is no test of anything.
 
-The environment is the ``local_stack`` fixture's (tests/conftest.py): the caller's ``AWS_*`` and
-``RINGBACK_*`` variables are dropped; the soak's settings go in as ``--env`` overrides, which
-``devstack.run`` applies after the stage's ``.chalice/config.json`` values.
+The caller's ``AWS_*`` variables are dropped; its ``RINGBACK_*`` variables go through, and
+``devstack.run`` puts them over the stage's ``.chalice/config.json`` values; the soak's settings
+go in as ``--env`` overrides, which win over both.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ def free_port() -> int:
 
 
 def _clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RINGBACK_"))}
+    # The shell's RINGBACK_* settings go through (devstack.run puts them over the stage's);
+    # the soak's own settings are --env overrides, which win over both.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["RINGBACK_ADMIN_KEY"] = ADMIN_KEY
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -7,10 +7,12 @@ second calling the very same scheduler handler. Ctrl-C stops everything.
 
 Options for fault-injection runs (``make soak``, docs/soak.md); ``make run`` uses none of them:
 
-- ``--env NAME=VALUE`` (repeatable) overrides a variable *after* the stage's values from
-  ``.chalice/config.json`` are loaded (the stage would otherwise win over the process
-  environment), e.g. ``--env RINGBACK_RETRY_SCHEDULE=1,1,2 --env RINGBACK_HTTP_TIMEOUT=1``.
-- ``--visibility-timeout S`` sets the delivery queue's SQS visibility timeout (default 120 s from
+- ``--env NAME=VALUE`` (repeatable) overrides a variable after the stage's values from
+  ``.chalice/config.json`` and the shell's ``RINGBACK_*`` variables (which themselves win over
+  the stage's: ``RINGBACK_RETRY_SCHEDULE=1,1,1,1,1 make run`` works), e.g.
+  ``--env RINGBACK_RETRY_SCHEDULE=1,1,2 --env RINGBACK_HTTP_TIMEOUT=1``. The banner lists every
+  setting that differs from the stage's.
+- ``--visibility-timeout S`` sets the delivery queue's SQS visibility timeout (default 360 s from
   ``chalicelib/queues.py``), so a killed worker's in-flight messages come back sooner.
 - ``--no-worker`` serves the API and the embedded AWS only; ``--worker-only --aws-url URL`` runs
   only the worker, dead-letter and sweep loops against that embedded AWS. Together they are the
@@ -32,17 +34,32 @@ import time
 import requests
 
 
-def _prepare_env(admin_key: str, aws_url: str, overrides: dict[str, str]) -> None:
-    from devstack.stage import FAKE_CREDENTIALS, stage_environment
+def _prepare_env(
+    admin_key: str, aws_url: str, overrides: dict[str, str]
+) -> dict[str, tuple[str | None, str]]:
+    """The stage's settings, with every ``RINGBACK_*`` of the shell and then ``--env`` on top;
+    returns the settings that differ from the stage's (``devstack.stage.differences``)."""
+    from devstack.stage import FAKE_CREDENTIALS, differences, local_environment
 
     for name in list(os.environ):
         if name.startswith("AWS_") and name not in ("AWS_ENDPOINT_URL",):
             del os.environ[name]
     os.environ.update(FAKE_CREDENTIALS)
-    os.environ.update(stage_environment("local"))
-    os.environ.update(overrides)
+    effective = local_environment(os.environ, overrides)
+    os.environ.update(effective)
     os.environ["AWS_ENDPOINT_URL"] = aws_url
     os.environ["RINGBACK_ADMIN_KEY_HASH"] = hashlib.sha256(admin_key.encode()).hexdigest()
+    return differences(effective)
+
+
+def _print_settings(changed: dict[str, tuple[str | None, str]]) -> None:
+    from devstack.stage import describe_differences
+
+    lines = describe_differences(changed)
+    if not lines:
+        print("  settings:   the local stage's (.chalice/config.json)", flush=True)
+    for index, line in enumerate(lines):
+        print(f"  {'settings:' if index == 0 else '':<12}{line}", flush=True)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:
@@ -91,6 +108,26 @@ def _wait_ready(base_url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"the API did not become ready at {base_url}")
 
 
+def _portal_link(base_url: str) -> str:
+    """A single-use manage link into the portal for a fresh ``demo`` tenant (the admin has no
+    tenant of its own; ``POST /portal/sessions`` with the admin key and a ``tenant_id`` makes
+    links for any other). Valid for an hour, as a local convenience."""
+    from chalicelib.storage import portal, tenants
+
+    tenant = tenants.create_tenant("demo", None)
+    token, _ = portal.create_link(
+        tenant.tenant_id,
+        "manage",
+        link_seconds=3600,
+        session_seconds=8 * 3600,
+        created_by="ADMIN",
+    )
+    return (
+        f"{base_url}/portal/login?token={token}\n"
+        f"              (tenant demo {tenant.tenant_id}, manage rights, single use, 60 min)"
+    )
+
+
 def _reserve_port(port: int) -> socket.socket:
     """Hold the API's port from the start. Until the API binds it, this process makes AWS calls
     whose client sockets take ports from the same ephemeral range the callers' free-port helpers
@@ -114,7 +151,7 @@ def _wait_for_signal() -> None:
 
 
 def _worker_only(aws_url: str, overrides: dict[str, str]) -> int:
-    _prepare_env("rbk_admin_" + secrets.token_urlsafe(24), aws_url, overrides)
+    changed = _prepare_env("rbk_admin_" + secrets.token_urlsafe(24), aws_url, overrides)
     _attach_resources()
 
     from devstack.loops import Loops
@@ -122,6 +159,7 @@ def _worker_only(aws_url: str, overrides: dict[str, str]) -> int:
     loops = Loops()
     loops.start()
     print(f"Ringback worker ready (pid {os.getpid()}) on {aws_url}", flush=True)
+    _print_settings(changed)
     _wait_for_signal()
     loops.stop()
     return 0
@@ -163,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     admin_key = os.environ.get("RINGBACK_ADMIN_KEY") or "rbk_admin_" + secrets.token_urlsafe(24)
     aws = EmbeddedAws(port=args.aws_port)
     aws_url = aws.start()
-    _prepare_env(admin_key, aws_url, overrides)
+    changed = _prepare_env(admin_key, aws_url, overrides)
 
     from devstack import resources
 
@@ -183,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     base_url = f"http://127.0.0.1:{args.port}"
     _wait_ready(base_url)
     print(f"Ringback local stack ready\n  API:        {base_url}\n  admin key:  {admin_key}")
+    print(f"  portal:     {_portal_link(base_url)}")
+    _print_settings(changed)
     print(f"  embedded AWS: {aws_url}\nPress Ctrl-C to stop.", flush=True)
     if args.no_worker:
         print(f"  no worker: start one with --worker-only --aws-url {aws_url}", flush=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+from typing import Any
 
 from chalice.config import Config
 from chalice.local import (
@@ -13,7 +15,15 @@ from chalice.local import (
     ThreadedHTTPServer,
 )
 
+from chalicelib import logs
 from devstack.stage import stage_environment
+
+
+def effective_stage_environment() -> dict[str, str]:
+    """The stage's variable names with the values in effect in this process (which
+    ``devstack.run`` prepared: shell and ``--env`` over the stage), so that nothing serving a
+    request can put the stage's own values back over what the user chose."""
+    return {name: os.environ.get(name, value) for name, value in stage_environment().items()}
 
 
 class _Server(ThreadedHTTPServer):
@@ -26,9 +36,19 @@ class _Server(ThreadedHTTPServer):
 
 class _Handler(ChaliceRequestHandler):
     """Every method reaches the app (which answers 405 in its family's shape), as behind API
-    Gateway; ``chalice local`` itself answers TRACE and CONNECT with a bare 501."""
+    Gateway. ``http.server`` dispatches to ``do_<METHOD>`` and answers a bare 501 when there is
+    none: ``chalice local`` defines only the seven usual methods, so TRACE, CONNECT, QUERY or any
+    other token never reached the app. Any ``do_*`` name now resolves to the generic handler."""
 
-    do_TRACE = do_CONNECT = ChaliceRequestHandler._generic_handle
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("do_") and len(name) > 3:
+            return self._generic_handle
+        raise AttributeError(name)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """The access line with keys and ``key=``/``token=``-style query values masked: a
+        client may still put its key in a URL (it gets a 401), and the line must not keep it."""
+        super().log_message("%s", logs.redact(format % args))
 
 
 class ApiServer:
@@ -44,7 +64,7 @@ class ApiServer:
         config = Config.create(
             chalice_stage="local",
             app_name="ringback",
-            environment_variables=stage_environment("local"),
+            environment_variables=effective_stage_environment(),
         )
         # What chalice.local.create_local_server does, with our server class.
         CustomLocalChalice.__bases__ = (LocalChalice, app.__class__)

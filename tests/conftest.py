@@ -245,7 +245,7 @@ def local_stack() -> Iterator[LocalStack]:
     yield LocalStack(base_url, env["RINGBACK_ADMIN_KEY"])
     process.send_signal(signal.SIGINT)
     try:
-        process.wait(timeout=20)
+        process.wait(timeout=60)  # a loaded 2-core machine can take 20 s to stop it
     except subprocess.TimeoutExpired:
         process.kill()
         raise

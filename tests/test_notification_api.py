@@ -35,8 +35,8 @@ def links(name: str, self_method: str) -> list[dict[str, str]]:
     return [
         {"rel": "self", "href": href, "method": self_method},
         {"rel": "getCallBack", "href": href, "method": "GET"},
-        {"rel": "updateCallBack", "href": href, "method": "PUT"},
         {"rel": "deleteCallBack", "href": href, "method": "DELETE"},
+        {"rel": "updateCallBack", "href": href, "method": "PUT"},
     ]
 
 

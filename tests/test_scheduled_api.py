@@ -97,32 +97,32 @@ def test_create_by_post_form_and_key_in_header(client, make_tenant):
     assert response.status_code == 200
 
 
-def test_seed_repeat_example_needs_the_repeat_type(client, make_tenant):
+def test_seed_repeat_example_without_a_repeat_type_repeats_at_the_interval(client, make_tenant):
+    """The seed's own "every 30 minutes" URL has no ``callback_repeat_type``: it is a callback
+    repeating at the interval, as a client copying the example expects."""
     owner = make_tenant()
-    seed_repeat = create_params(
-        owner,
-        callback_repeat="1",
-        callback_repeat_interval_unit="minutes",
-        callback_repeat_interval="30",
-    )
-    response = call(client, "create", seed_repeat)
-    assert (response.status_code, answer(response)) == (
-        400,
-        {"success": 0, "error": "callback_repeat_type_absent"},
-    )
-    seed_repeat["callback_repeat_type"] = "interval"
-    response = call(client, "create", seed_repeat)
-    assert response.status_code == 200
-    shown = answer(
-        call(client, f"retrieve/{answer(response)['callback_id']}", {"api_key": owner.key})
-    )
-    assert shown["callback"]["repeat"] == {
-        "type": "interval",
-        "interval_unit": "minutes",
-        "interval": 30,
-        "count": None,
-        "until": None,
-    }
+    for index, given_type in enumerate((None, "")):
+        seed_repeat = create_params(
+            owner,
+            callback_repeat="1",
+            callback_repeat_interval_unit="minutes",
+            callback_repeat_interval="30",
+            callback_url=f"http://127.0.0.1:9911/every{index}",
+        )
+        if given_type is not None:
+            seed_repeat["callback_repeat_type"] = given_type
+        response = call(client, "create", seed_repeat)
+        assert response.status_code == 200, response.body
+        shown = answer(
+            call(client, f"retrieve/{answer(response)['callback_id']}", {"api_key": owner.key})
+        )
+        assert shown["callback"]["repeat"] == {
+            "type": "interval",
+            "interval_unit": "minutes",
+            "interval": 30,
+            "count": None,
+            "until": None,
+        }
 
 
 # ------------------------------------------------------------------ create: every error key
@@ -146,7 +146,6 @@ CREATE_ERRORS = [
     ({"callback_time": "tomorrow"}, "callback_time_invalid", 400),
     ({"callback_time": "2010-11-28T19:55:00+01:00"}, "callback_time_expired", 400),
     ({"callback_repeat": "yes"}, "callback_repeat_invalid", 400),
-    ({**REPEAT, "callback_repeat_type": None}, "callback_repeat_type_absent", 400),
     ({**REPEAT, "callback_repeat_type": "Interval"}, "callback_repeat_type_invalid", 400),
     (
         {**REPEAT, "callback_repeat_interval_unit": None},

@@ -316,6 +316,11 @@ class NotificationError(Exception):
         return cls(401, "Unauthorized", "UNAUTHORIZED", "Authorization token is missing or invalid")
 
     @classmethod
+    def quota_exceeded(cls, detail: str) -> NotificationError:
+        """Over a tenant quota (sent with ``Retry-After``): not in the seed, worded like it."""
+        return cls(429, "Too Many Requests", "TOO_MANY_REQUESTS", detail)
+
+    @classmethod
     def forbidden(cls) -> NotificationError:
         return cls(403, "Forbidden", "FORBIDDEN", "Not authorized to access this resource")
 
@@ -640,7 +645,8 @@ def callback_view(
 
     Links point at the callback's resource path (the seed's "<callback_url>" placeholder is
     read as "the callback resource", not the client's webhook URL). ``self`` carries the
-    method of the request being answered (PUT for the seed's update response).
+    method of the request being answered (PUT for the seed's update response). The seed's three
+    links come first and in its order (clients may index them); Ringback's own come after.
     """
     href = callback_path(spec.name, base_path)
     # Flow-control limits appear only when the callback has them: the seed's view stays exact.
@@ -658,8 +664,8 @@ def callback_view(
         "links": [
             {"rel": "self", "href": href, "method": self_method},
             {"rel": "getCallBack", "href": href, "method": "GET"},
-            {"rel": "updateCallBack", "href": href, "method": "PUT"},
             {"rel": "deleteCallBack", "href": href, "method": "DELETE"},
+            {"rel": "updateCallBack", "href": href, "method": "PUT"},
         ],
     }
 

@@ -57,7 +57,6 @@ ERROR_STATUS: dict[str, int] = {
     "callback_time_expired": 400,
     "callback_already_exists": 409,
     "callback_repeat_invalid": 400,
-    "callback_repeat_type_absent": 400,
     "callback_repeat_type_invalid": 400,
     "callback_repeat_interval_unit_absent": 400,
     "callback_repeat_interval_unit_invalid": 400,
@@ -69,6 +68,7 @@ ERROR_STATUS: dict[str, int] = {
     "rate_limit_invalid": 400,
     "max_in_flight_invalid": 400,
     "callback_url_forbidden": 400,
+    "quota_exceeded": 429,  # the tenant's pending-callbacks quota (with Retry-After)
     # list
     "state_invalid": 400,
     "limit_invalid": 400,
@@ -108,6 +108,7 @@ UNITS = ("seconds", "minutes", "hours", "days", "months", "years")
 
 RepeatType = Literal["interval", "immediate"]
 REPEAT_TYPES: tuple[str, ...] = get_args(RepeatType)
+DEFAULT_REPEAT_TYPE: RepeatType = "interval"
 
 ResponseFormat = Literal["json", "xml"]
 RESPONSE_FORMATS: tuple[str, ...] = get_args(ResponseFormat)
@@ -321,7 +322,8 @@ def parse_create(
        ``callback_time_invalid``; earlier than ``now`` -> ``callback_time_expired``.
     4. ``callback_repeat``: not ``0``/``1`` -> ``callback_repeat_invalid``. When ``0`` or absent,
        every other ``callback_repeat_*`` parameter is ignored (not even validated).
-    5. When ``1``: ``callback_repeat_type``, then ``callback_repeat_interval_unit``, then
+    5. When ``1``: ``callback_repeat_type`` (absent or empty means ``interval``, as in the
+       seed's own example), then ``callback_repeat_interval_unit``, then
        ``callback_repeat_interval`` (each ``_absent`` then ``_invalid``), then the optional
        extensions ``callback_repeat_count`` and ``callback_repeat_until`` (``_invalid``); an
        ``interval`` repeat shorter than ``min_repeat_seconds`` (the stage's
@@ -409,9 +411,9 @@ def _parse_repeat(params: Mapping[str, str], callback_time: datetime) -> Repeat 
     if flag != "1":
         raise ScheduleError("callback_repeat_invalid")
 
-    repeat_type = _get(params, "callback_repeat_type")
-    if repeat_type is None:
-        raise ScheduleError("callback_repeat_type_absent")
+    # The seed's table calls the type mandatory, but its own "every 30 minutes" example omits
+    # it, and that example is what clients copy: absent means ``interval``.
+    repeat_type = _get(params, "callback_repeat_type") or DEFAULT_REPEAT_TYPE
     if repeat_type not in REPEAT_TYPES:
         raise ScheduleError("callback_repeat_type_invalid")
 

@@ -15,6 +15,8 @@ from chalicelib.storage.notification import (
     NotificationCallbackModel,
     NotificationSubscriptionModel,
 )
+from chalicelib.storage.portal import PortalTokenModel
+from chalicelib.storage.quotas import QuotaModel
 from chalicelib.storage.scheduled import ScheduledCallbackModel
 from chalicelib.storage.tenants import ApiKeyModel, TenantModel
 
@@ -31,13 +33,15 @@ ALL_MODELS: list[type[Model]] = [
     NotificationBufferModel,
     ScheduledCallbackModel,
     CallNotifierModel,
+    PortalTokenModel,
+    QuotaModel,
 ]
 
 TTL_ATTRIBUTES: dict[str, str] = {
     model.Meta.table_name: "expires_at"
-    for model in (GuardModel, EventModel, DeliveryModel, ScheduledCallbackModel)
+    for model in (GuardModel, EventModel, DeliveryModel, ScheduledCallbackModel, PortalTokenModel)
 }
 """Tables whose items DynamoDB deletes once ``expires_at`` (epoch seconds) has passed: guards
-(idempotency keys, fan-out chunks), and, after the stage's retention period
-(``RINGBACK_RETENTION_DAYS``), events, deliveries with their attempts and finished scheduled
-callbacks. The embedded AWS never deletes them; readers treat expired items as gone."""
+(idempotency keys, fan-out chunks), portal links and sessions, and, after the stage's retention
+period (``RINGBACK_RETENTION_DAYS``), events, deliveries with their attempts and finished
+scheduled callbacks. The embedded AWS never deletes them; readers treat expired items as gone."""

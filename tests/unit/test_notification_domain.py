@@ -718,10 +718,17 @@ def test_callback_view_shape_and_links():
         "links": [
             {"rel": "self", "href": href, "method": "PUT"},
             {"rel": "getCallBack", "href": href, "method": "GET"},
-            {"rel": "updateCallBack", "href": href, "method": "PUT"},
             {"rel": "deleteCallBack", "href": href, "method": "DELETE"},
+            {"rel": "updateCallBack", "href": href, "method": "PUT"},
         ],
     }
+
+
+@pytest.mark.parametrize("self_method", ["PUT", "GET", "POST"])
+def test_callback_view_links_begin_with_the_seeds_three_in_its_order(self_method):
+    rels = [link["rel"] for link in callback_view(CURRENT, BASE, self_method=self_method)["links"]]
+    assert rels[:3] == ["self", "getCallBack", "deleteCallBack"]
+    assert "updateCallBack" in rels[3:]
 
 
 def test_callback_view_self_method_and_base_path():

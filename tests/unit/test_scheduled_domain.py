@@ -117,6 +117,7 @@ def test_every_bad_input_key_is_400_and_only_auth_lookup_conflict_internal_diffe
         "method_not_allowed": 405,
         "callback_already_exists": 409,
         "unsupported_media_type": 415,
+        "quota_exceeded": 429,
         "internal_error": 500,
     }
     for key, status in ERROR_STATUS.items():
@@ -180,10 +181,15 @@ def test_echoed_parameters_are_as_received_in_order_without_api_key():
     assert request.api_call_parameters["custom"] == "<v>"
 
 
-def test_seed_repeat_example_lacks_the_type_its_own_table_requires():
-    assert error_key(query(SEED_REPEAT_URL)) == "callback_repeat_type_absent"
-    fixed = parse_create(query(SEED_REPEAT_URL + "&callback_repeat_type=interval"), NOW)
-    assert fixed.repeat == Repeat(type="interval", unit="minutes", interval=30)
+def test_seed_repeat_example_without_the_type_repeats_at_the_interval():
+    copied = parse_create(query(SEED_REPEAT_URL), NOW)
+    assert copied.repeat == Repeat(type="interval", unit="minutes", interval=30)
+    explicit = parse_create(query(SEED_REPEAT_URL + "&callback_repeat_type=interval"), NOW)
+    assert explicit.repeat == copied.repeat
+    empty = parse_create(query(SEED_REPEAT_URL + "&callback_repeat_type="), NOW)
+    assert empty.repeat == copied.repeat
+    immediate = parse_create(query(SEED_REPEAT_URL + "&callback_repeat_type=immediate"), NOW)
+    assert immediate.repeat is not None and immediate.repeat.type == "immediate"
 
 
 # --------------------------------------------------------------------------- callback_url
@@ -355,8 +361,6 @@ def test_callback_repeat_invalid(flag):
 @pytest.mark.parametrize(
     ("changes", "key"),
     [
-        ({"callback_repeat_type": None}, "callback_repeat_type_absent"),
-        ({"callback_repeat_type": ""}, "callback_repeat_type_absent"),
         ({"callback_repeat_type": "Interval"}, "callback_repeat_type_invalid"),
         ({"callback_repeat_type": "once"}, "callback_repeat_type_invalid"),
         ({"callback_repeat_interval_unit": None}, "callback_repeat_interval_unit_absent"),
@@ -479,8 +483,8 @@ def test_absent_checks_come_before_the_next_parameter():
     assert error_key(base(callback_url=None, callback_time=None)) == "callback_url_absent"
     assert error_key(base(callback_time=None, callback_repeat="x")) == "callback_time_absent"
     assert (
-        error_key(repeating(callback_repeat_type=None, callback_repeat_interval_unit=None))
-        == "callback_repeat_type_absent"
+        error_key(repeating(callback_repeat_type="x", callback_repeat_interval_unit=None))
+        == "callback_repeat_type_invalid"
     )
     assert (
         error_key(repeating(callback_repeat_interval_unit=None, callback_repeat_interval=None))

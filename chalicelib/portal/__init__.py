@@ -1,0 +1,1 @@
+"""The self-serve portal: browser sessions (``session``) and the pages' static files."""
