@@ -82,6 +82,27 @@ def dead_target_seconds() -> float:
     return float(_env("RINGBACK_DEAD_TARGET_SECONDS", str(5 * 24 * 3600)))
 
 
+def default_rate_limit() -> float | None:
+    """Deliveries per second for targets that carry no rate limit of their own
+    (``RINGBACK_DEFAULT_RATE_LIMIT``; unset or empty: unlimited)."""
+    raw = _env("RINGBACK_DEFAULT_RATE_LIMIT").strip()
+    return float(raw) if raw else None
+
+
+def default_max_in_flight() -> int | None:
+    """Concurrent deliveries for targets that carry no maximum of their own
+    (``RINGBACK_DEFAULT_MAX_IN_FLIGHT``; unset or empty: unlimited)."""
+    raw = _env("RINGBACK_DEFAULT_MAX_IN_FLIGHT").strip()
+    return int(raw) if raw else None
+
+
+def min_repeat_seconds() -> int:
+    """Shortest repeat interval a scheduled callback may ask for (``RINGBACK_MIN_REPEAT_SECONDS``;
+    unset: 0, no minimum)."""
+    raw = _env("RINGBACK_MIN_REPEAT_SECONDS").strip()
+    return int(raw) if raw else 0
+
+
 def delivery_queue_url() -> str:
     return _env("RINGBACK_DELIVERY_QUEUE_URL")
 

@@ -101,7 +101,13 @@ def test_error_bodies_are_each_familys_own_shape(document):
         "INVALID_FIELD_NAME",
     }
     callnotify = schema("/customer/{customer_id}/callnotify", "post", "422")
-    assert set(callnotify["properties"]["error"]["enum"]) == {"method", "selection", "url"}
+    assert set(callnotify["properties"]["error"]["enum"]) == {
+        "method",
+        "selection",
+        "url",
+        "rate_limit",
+        "max_in_flight",
+    }
     scheduled = schema("/api/1.0/create", "get", "409")
     assert scheduled["properties"]["success"] == {"const": 0}
     assert scheduled["properties"]["error"]["enum"] == ["callback_already_exists"]

@@ -142,6 +142,14 @@ def _validated(body: dict[str, Any], *, partial: bool) -> dict[str, str]:
         raise _fail(exc) from exc
 
 
+def _limits(body: dict[str, Any], *, partial: bool) -> dict[str, float | int | None]:
+    """Flow control (``rate_limit``, ``max_in_flight``), checked after the seed's fields."""
+    try:
+        return rules.validate_limits(body, partial=partial)
+    except CallnotifyError as exc:
+        raise _fail(exc) from exc
+
+
 def notifier_view(record: store.CallNotifierModel) -> dict[str, Any]:
     """The seed's item; properties holding no value are omitted."""
     view: dict[str, Any] = {
@@ -152,6 +160,10 @@ def notifier_view(record: store.CallNotifierModel) -> dict[str, Any]:
     }
     if record.disabled_reason:
         view["disabled_reason"] = record.disabled_reason
+    if record.rate_limit is not None:
+        view["rate_limit"] = float(record.rate_limit)
+    if record.max_in_flight is not None:
+        view["max_in_flight"] = int(record.max_in_flight)
     return view
 
 
@@ -171,9 +183,11 @@ def list_notifiers(customer_id: str) -> list[dict[str, Any]]:
 @bp.route(BASE, methods=["POST"])
 def create_notifier(customer_id: str) -> Response:
     access = _access(customer_id)
-    fields = _validated(_body(), partial=False)
+    body = _body()
+    fields = _validated(body, partial=False)
+    limits = _limits(body, partial=False)
     try:
-        created = store.create(access.tenant.tenant_id, fields, utcnow())
+        created = store.create(access.tenant.tenant_id, fields, utcnow(), limits)
     except QuotaExceeded as exc:  # the tenant's notifier quota
         refusal = _response(429, QUOTA_EXCEEDED, exc.message)
         refusal.response.headers["Retry-After"] = str(exc.retry_after)
@@ -205,8 +219,10 @@ def update_notifier(customer_id: str, notify_id: str) -> dict[str, Any]:
     access = _access(customer_id)
     if store.get(access.tenant.tenant_id, notify_id) is None:
         raise _not_found()  # before validation: a wrong id is the first thing to fix
-    fields = _validated(_body(), partial=True)
-    record = store.update(access.tenant.tenant_id, notify_id, fields, utcnow())
+    body = _body()
+    fields = _validated(body, partial=True)
+    limits = _limits(body, partial=True)
+    record = store.update(access.tenant.tenant_id, notify_id, fields, utcnow(), limits)
     if record is None:  # deleted between the read above and the conditional update
         raise _not_found()
     return notifier_view(record)

@@ -57,6 +57,8 @@ def registration_view(record: store.CampaignRegistrationModel) -> dict[str, Any]
         "updated_at": record.updated_at,
         "active": is_active(record.start_date, record.end_date, bool(record.deleted), now),
         "disabled_reason": record.disabled_reason,
+        "rate_limit": record.rate_limit,
+        "max_in_flight": int(record.max_in_flight) if record.max_in_flight is not None else None,
     }
 
 

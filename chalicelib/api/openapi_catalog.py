@@ -35,6 +35,7 @@ from chalicelib.api.openapi_schema import (
 )
 from chalicelib.delivery import registry, safe_http
 from chalicelib.domain import campaign as campaign_rules
+from chalicelib.domain import flow as flow_rules
 from chalicelib.domain import ids, timeutil
 from chalicelib.domain import quotas as quota_rules
 from chalicelib.domain.access import Role
@@ -325,6 +326,16 @@ def _admin() -> Catalogue:
 
 _TEXT = campaign_rules._MAX_TEXT
 CAMPAIGN_URL = string(min_length=1, max_length=_TEXT, pattern=url_pattern(HTTP_SCHEMES))
+RATE_LIMIT: Schema = {
+    "type": "number",
+    "minimum": flow_rules.MIN_RATE,
+    "maximum": flow_rules.MAX_RATE,
+    "description": "flow control: deliveries per second to this target",
+}
+MAX_IN_FLIGHT: Schema = {
+    **integer(minimum=1, maximum=flow_rules.MAX_IN_FLIGHT),
+    "description": "flow control: concurrent deliveries to this target",
+}
 REGISTRATION_VIEW = obj(
     {
         "callback_id": ID,
@@ -341,6 +352,8 @@ REGISTRATION_VIEW = obj(
         "updated_at": TIMESTAMP,
         "active": boolean(),
         "disabled_reason": nullable(string()),
+        "rate_limit": nullable(RATE_LIMIT),
+        "max_in_flight": nullable(MAX_IN_FLIGHT),
     }
 )
 CREATED_REGISTRATION = {
@@ -362,6 +375,8 @@ CREATE_REGISTRATION = obj(
         "campaign_id": nullable(string(max_length=256)),
         "start_date": nullable(ZONED),
         "end_date": nullable(ZONED),
+        "rate_limit": nullable(RATE_LIMIT),
+        "max_in_flight": nullable(MAX_IN_FLIGHT),
     },
     required=["event_type", "destination_url"],
     closed=False,

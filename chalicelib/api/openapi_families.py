@@ -17,7 +17,7 @@ from chalicelib.api import notification as notification_api
 from chalicelib.api import scheduled as scheduled_api
 from chalicelib.api.errors import _CHALICE_CODES
 from chalicelib.api.openapi import Body, Catalogue, Family, Operation, Param
-from chalicelib.api.openapi_catalog import HTTP_SCHEMES, ID, TIMESTAMP
+from chalicelib.api.openapi_catalog import HTTP_SCHEMES, ID, MAX_IN_FLIGHT, RATE_LIMIT, TIMESTAMP
 from chalicelib.api.openapi_schema import (
     FORM,
     JSON,
@@ -120,6 +120,8 @@ _CALLBACK_FIELDS: dict[str, Schema] = {
         minimum=notification_rules.MIN_BATCH_SIZE, maximum=notification_rules.MAX_BATCH_SIZE
     ),
     "authentication": _AUTHENTICATION,
+    "rateLimit": nullable(RATE_LIMIT),
+    "maxInFlight": nullable(MAX_IN_FLIGHT),
 }
 CALLBACK_CREATE = obj(
     _CALLBACK_FIELDS,
@@ -137,6 +139,8 @@ CALLBACK_VIEW = obj(
         "url": string(),
         "backupUrl": nullable(string()),
         "batchSize": integer(),
+        "rateLimit": RATE_LIMIT,
+        "maxInFlight": MAX_IN_FLIGHT,
         "links": array(_LINK),
         "disabledReason": string(),
     },
@@ -323,6 +327,8 @@ _CALLNOTIFY_FACTORIES: tuple[Callable[[], callnotify_rules.CallnotifyError], ...
     callnotify_rules.invalid_method,
     callnotify_rules.invalid_selection,
     lambda: callnotify_rules.url_error(callnotify_rules.INVALID_URL_MESSAGE),
+    lambda: callnotify_rules.invalid_limit("rate_limit"),
+    lambda: callnotify_rules.invalid_limit("max_in_flight"),
     callnotify_rules.internal_error,
     callnotify_rules.busy,
 )
@@ -362,6 +368,8 @@ _NOTIFIER_FIELDS: dict[str, Schema] = {
     ),
     "method": enum(callnotify_rules.METHODS),
     "selection": enum(callnotify_rules.SELECTIONS),
+    "rate_limit": nullable(RATE_LIMIT),
+    "max_in_flight": nullable(MAX_IN_FLIGHT),
 }
 NOTIFIER_VIEW = obj(
     {
@@ -370,6 +378,8 @@ NOTIFIER_VIEW = obj(
         "method": enum(callnotify_rules.METHODS),
         "selection": enum(callnotify_rules.SELECTIONS),
         "disabled_reason": string(),
+        "rate_limit": RATE_LIMIT,
+        "max_in_flight": MAX_IN_FLIGHT,
     },
     required=["_id", "url", "method", "selection"],
 )
@@ -465,6 +475,8 @@ CREATE_PARAMETERS: dict[str, Schema] = {
     "callback_repeat_interval": _POSITIVE,
     "callback_repeat_count": _POSITIVE,
     "callback_repeat_until": _ISO_TIME,
+    "rate_limit": RATE_LIMIT,
+    "max_in_flight": MAX_IN_FLIGHT,
 }
 CREATE_REQUIRED = ("callback_url", "callback_time")
 
@@ -520,7 +532,23 @@ SCHEDULED_VIEW = obj(
         "last_delivery_id": nullable(string()),
         "failure_reason": nullable(string()),
         "created_at": TIMESTAMP,
-    }
+        "rate_limit": RATE_LIMIT,
+        "max_in_flight": MAX_IN_FLIGHT,
+    },
+    required=[
+        "callback_id",
+        "callback_url",
+        "callback_time",
+        "timestamp",
+        "state",
+        "repeat",
+        "fired_count",
+        "last_fired_at",
+        "last_status",
+        "last_delivery_id",
+        "failure_reason",
+        "created_at",
+    ],
 )
 
 

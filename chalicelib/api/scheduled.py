@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl
 from chalice import Blueprint, Response
 from chalice.app import Request
 
+from chalicelib import settings
 from chalicelib.api import errors
 from chalicelib.api.auth import Denied, Reason, authorize, extract_key, principal_for_key
 from chalicelib.api.common import check_destination
@@ -189,7 +190,19 @@ def callback_view(record: store.ScheduledCallbackModel) -> dict[str, Any]:
         else None,
         "failure_reason": record.failure_reason,
         "created_at": record.created_at,
+        **limits_view(record),
     }
+
+
+def limits_view(record: store.ScheduledCallbackModel) -> dict[str, Any]:
+    """``rate_limit``/``max_in_flight``, shown only when the callback has them (the view of a
+    callback without limits stays as it was)."""
+    shown: dict[str, Any] = {}
+    if record.rate_limit is not None:
+        shown["rate_limit"] = float(record.rate_limit)
+    if record.max_in_flight is not None:
+        shown["max_in_flight"] = int(record.max_in_flight)
+    return shown
 
 
 # --------------------------------------------------------------------------- create
@@ -199,7 +212,7 @@ def _create() -> Response:
     params, fmt, tenant_id = _start(Need.WRITE)
     now = utcnow()
     try:
-        request = rules.parse_create(params, now)
+        request = rules.parse_create(params, now, min_repeat_seconds=settings.min_repeat_seconds())
     except rules.ScheduleError as exc:
         raise _fail(exc, fmt) from exc
     try:

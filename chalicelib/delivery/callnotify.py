@@ -35,6 +35,7 @@ from chalicelib.delivery.registry import (
     Target,
 )
 from chalicelib.domain import callnotify as rules
+from chalicelib.domain import flow
 from chalicelib.domain.urlsafety import InvalidUrl, parse_port, split_authority
 from chalicelib.storage import callnotify as store
 from chalicelib.storage.deliveries import DeliveryModel
@@ -78,6 +79,13 @@ def _event_of(delivery: DeliveryModel) -> tuple[rules.CallEvent, str]:
     return parsed, str(event["event_id"])
 
 
+def limits_content(notifier: store.CallNotifierModel) -> dict[str, Any]:
+    """The notifier's flow-control limits, copied into each delivery's content."""
+    rate = float(notifier.rate_limit) if notifier.rate_limit is not None else None
+    most = int(notifier.max_in_flight) if notifier.max_in_flight is not None else None
+    return flow.to_content(flow.Limits(rate, most))
+
+
 class CallnotifyFamily:
     name = NAME
 
@@ -90,7 +98,7 @@ class CallnotifyFamily:
             log.warning("call event %s cannot be delivered: %s", event.event_id, exc)
             return []
         return [
-            Target(NAME, notifier.notify_id, notifier.url)
+            Target(NAME, notifier.notify_id, notifier.url, limits_content(notifier))
             for notifier in store.list_for(event.tenant_id, consistent=False)
             if not notifier.disabled_reason
             and rules.selection_matches(notifier.selection, event.selection or "")
@@ -135,6 +143,9 @@ class CallnotifyFamily:
             body=rendering.body,
             signing_secrets=store.signing_secrets(notifier),
         )
+
+    def limits(self, delivery: DeliveryModel) -> flow.Limits | None:
+        return flow.from_content(json.loads(delivery.content))
 
     def target_gone(self, delivery: DeliveryModel, reason: str) -> None:
         store.disable(delivery.tenant_id, delivery.target_id, reason)

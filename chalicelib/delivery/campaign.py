@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from chalicelib.delivery import registry
 from chalicelib.delivery.registry import HttpOutbound, Outbound, PublishedEvent, Skip, Target
-from chalicelib.domain import campaign_payload
+from chalicelib.domain import campaign_payload, flow
 from chalicelib.domain.campaign import is_active
 from chalicelib.domain.timeutil import fmt
 from chalicelib.storage import campaign as store
@@ -27,13 +27,20 @@ def signing_secrets(reg: store.CampaignRegistrationModel) -> tuple[str, ...]:
     )
 
 
+def limits_content(reg: store.CampaignRegistrationModel) -> dict[str, object]:
+    """The registration's flow-control limits, copied into each delivery's content."""
+    rate = float(reg.rate_limit) if reg.rate_limit is not None else None
+    most = int(reg.max_in_flight) if reg.max_in_flight is not None else None
+    return flow.to_content(flow.Limits(rate, most))
+
+
 class CampaignFamily:
     name = "campaign"
 
     def match(self, event: PublishedEvent) -> Sequence[Target]:
         at = event.received_at
         return [
-            Target(self.name, reg.callback_id, reg.destination_url)
+            Target(self.name, reg.callback_id, reg.destination_url, limits_content(reg))
             for reg in store.registrations_for_event(event.tenant_id, event.event_type)
             if is_active(reg.start_date, reg.end_date, bool(reg.deleted), at)
             and not reg.disabled_reason
@@ -62,6 +69,9 @@ class CampaignFamily:
 
     def target_gone(self, delivery: DeliveryModel, reason: str) -> None:
         store.disable(delivery.tenant_id, delivery.target_id, reason)
+
+    def limits(self, delivery: DeliveryModel) -> flow.Limits | None:
+        return flow.from_content(json.loads(delivery.content))
 
 
 registry.register_family(CampaignFamily())

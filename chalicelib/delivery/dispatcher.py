@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib import logs, settings
-from chalicelib.delivery import queue, registry, senders, target_health
+from chalicelib.delivery import flow, queue, registry, senders, target_health
 from chalicelib.delivery.registry import HttpOutbound, Skip, StreamOutbound
 from chalicelib.domain.redact import redact_url
 from chalicelib.domain.retry import FINAL, AttemptResult, Decision, Status, decide, use_backup
@@ -47,7 +47,7 @@ def handle_deliver(message: dict[str, Any]) -> None:
         return
     logs.bind(tenant_id=record.tenant_id, event_id=record.event_id, delivery_id=delivery_id)
     try:
-        _attempt(record, token, attempt_no, timeout)
+        _attempt(record, token, attempt_no, timeout, message)
     except Exception:
         deliveries.release(record, token)
         raise
@@ -82,7 +82,9 @@ def _not_claimed(delivery_id: str, attempt_no: int) -> None:
     raise LeaseHeld(f"delivery {delivery_id} attempt {attempt_no} is leased by another worker")
 
 
-def _attempt(record: DeliveryModel, token: str, attempt_no: int, timeout: float) -> None:
+def _attempt(
+    record: DeliveryModel, token: str, attempt_no: int, timeout: float, message: dict[str, Any]
+) -> None:
     fam = registry.family(record.family)
     outbound = fam.prepare(record, attempt_no, use_backup(attempt_no))
     if isinstance(outbound, Skip):
@@ -93,7 +95,17 @@ def _attempt(record: DeliveryModel, token: str, attempt_no: int, timeout: float)
             record.status = Status.SKIPPED.value
             _notify_final(record)
         return
-    url, result = _send(outbound, record, timeout)
+    # -- flow control (chalicelib/delivery/flow.py): over its target's limits the attempt waits
+    gate = flow.admit(fam, record, message.get(flow.SLOT_FIELD), timeout + LEASE_MARGIN)
+    if not gate.admitted and gate.wait_until is not None:
+        deliveries.defer(record, token, gate.wait_until)
+        flow.requeue(message, gate)
+        return
+    try:
+        url, result = _send(outbound, record, timeout)
+    finally:
+        gate.release()
+    # -- end flow control
     decision = decide(result, attempt_no, settings.retry_schedule())
     _record(record, token, attempt_no, url, result, decision)
     log.info(

@@ -84,6 +84,7 @@ from typing import Any
 
 from chalicelib.delivery import ingest, queue, registry
 from chalicelib.delivery.registry import HttpOutbound, Outbound, PublishedEvent, Skip, Target
+from chalicelib.domain import flow
 from chalicelib.domain import notification as rules
 from chalicelib.domain.ids import new_id
 from chalicelib.storage import deliveries
@@ -278,6 +279,7 @@ def _deliver(
     shown_target: str,
     delivery_id: str,
     items: Sequence[store.Buffered],
+    limits: dict[str, Any] | None = None,
 ) -> None:
     """F3: the batch's delivery (created once) and its first work message."""
     unique = _unique(items)
@@ -293,8 +295,15 @@ def _deliver(
             "callback_name": callback_name,
             "event_ids": [item.event_id for item in unique],
             "body": batch_body(unique),
+            **(limits or {}),
         },
     )
+
+
+def limits_content(callback: store.NotificationCallbackModel) -> dict[str, Any]:
+    """The callback's flow-control limits, copied into each batch delivery's content."""
+    spec = store.spec_of(callback)
+    return flow.to_content(flow.Limits(spec.rate_limit, spec.max_in_flight))
 
 
 def flush(tenant_id: str, callback_id: str, callback_name: str, flush_id: str) -> int:
@@ -304,13 +313,14 @@ def flush(tenant_id: str, callback_id: str, callback_name: str, flush_id: str) -
     live = callback is not None and callback.callback_id == callback_id
     batch_size = int(callback.batch_size) if callback is not None and live else rules.MAX_BATCH_SIZE
     shown = callback.url if callback is not None and live else f"(deleted callback {callback_name})"
+    limits = limits_content(callback) if callback is not None and live else {}
     batches = 0
     while batches < FLUSH_MAX_BATCHES:
         cut = _cut_batch(tenant_id, callback_id, batch_size, flush_id)
         if cut is None or isinstance(cut, _Busy):
             return batches
         delivery_id, keys, items = cut
-        _deliver(tenant_id, callback_id, callback_name, shown, delivery_id, items)
+        _deliver(tenant_id, callback_id, callback_name, shown, delivery_id, items, limits)
         store.remove_buffered(tenant_id, callback_id, keys)
         store.clear_pending(tenant_id, callback_id, delivery_id)
         batches += 1
@@ -386,6 +396,9 @@ class NotificationFamily:
             body=body,
             signing_secrets=store.signing_secrets_of(callback),
         )
+
+    def limits(self, delivery: DeliveryModel) -> flow.Limits | None:
+        return flow.from_content(json.loads(delivery.content))
 
     def target_gone(self, delivery: DeliveryModel, reason: str) -> None:
         content = json.loads(delivery.content)

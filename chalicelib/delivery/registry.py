@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from chalicelib.domain.flow import Limits
 from chalicelib.storage.deliveries import DeliveryModel
 
 
@@ -110,6 +111,17 @@ class FinalAware(Protocol):
     must be idempotent."""
 
     def on_final(self, delivery: DeliveryModel) -> None: ...
+
+
+class FlowAware(Protocol):
+    """A family whose targets may carry flow-control limits (a rate and a maximum in flight).
+
+    Called for every attempt just before it is sent, so it must not call AWS: families copy the
+    registration's limits into the delivery's content when they create it (see
+    ``chalicelib.domain.flow.to_content``). ``None`` means the target carries none, and the
+    stage defaults apply. Families without the hook get the stage defaults."""
+
+    def limits(self, delivery: DeliveryModel) -> Limits | None: ...
 
 
 _families: dict[str, Family] = {}

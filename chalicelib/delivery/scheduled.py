@@ -33,8 +33,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from chalicelib import settings
 from chalicelib.delivery import dispatcher, queue, registry
 from chalicelib.delivery.registry import HttpOutbound, Outbound, PublishedEvent, Skip, Target
+from chalicelib.domain import flow
 from chalicelib.domain import scheduled as rules
 from chalicelib.domain.retry import Status
 from chalicelib.domain.timeutil import fmt, parse_stored
@@ -163,6 +165,13 @@ def _next_interval_firing(
     )
 
 
+def limits_content(record: store.ScheduledCallbackModel) -> dict[str, Any]:
+    """The callback's flow-control limits, copied into each firing's delivery content."""
+    rate = float(record.rate_limit) if record.rate_limit is not None else None
+    most = int(record.max_in_flight) if record.max_in_flight is not None else None
+    return flow.to_content(flow.Limits(rate, most))
+
+
 def _run_first_attempt(record: store.ScheduledCallbackModel, firing: int) -> None:
     """Create the firing's delivery (id derived from callback and firing, so a repeat finds it)
     and run its first attempt right here through the engine's own ``handle_deliver``: claim,
@@ -200,6 +209,7 @@ def _write_firing_delivery(record: store.ScheduledCallbackModel, firing: int) ->
                     "callback_id": record.callback_id,
                     "firing": firing,
                     "repeat_type": record.repeat_type,
+                    **limits_content(record),
                 },
             ),
             fmt(_now()),
@@ -279,6 +289,15 @@ class ScheduledFamily:
             body=None,
             signing_secrets=(store.signing_secret(record),),
         )
+
+    def limits(self, delivery: DeliveryModel) -> flow.Limits | None:
+        """The callback's own limits; an ``immediate`` repeat is also held to one firing per
+        ``RINGBACK_MIN_REPEAT_SECONDS``, the minimum an ``interval`` repeat is held to at create."""
+        content = json.loads(delivery.content)
+        own = flow.from_content(content)
+        if content.get("repeat_type") != "immediate":
+            return own
+        return flow.with_min_interval(own, settings.min_repeat_seconds())
 
     def tracks_health(self, delivery: DeliveryModel) -> bool:
         """Only a repeating callback has later firings to protect from a dead receiver; a

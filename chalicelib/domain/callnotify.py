@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, Final, Literal
 from urllib.parse import urlencode
 
+from chalicelib.domain import flow
 from chalicelib.domain.timeutil import BadTimestamp, fmt, parse_zoned
 
 Method = Literal["POSTARGS", "POSTXML1", "POSTXML2", "POSTJSON", "GET1", "GET2"]
@@ -162,6 +163,32 @@ def validate_notifier_fields(body: Mapping[str, Any], *, partial: bool) -> dict[
             raise invalid_selection()
         cleaned["selection"] = selection
 
+    return cleaned
+
+
+LIMIT_FIELDS: Final = ("rate_limit", "max_in_flight")
+
+
+def invalid_limit(field_name: str) -> CallnotifyError:
+    """Not in the seed (flow control): the family's 422 with the field as the code, like
+    ``url``/``method``/``selection``."""
+    return CallnotifyError(422, field_name, f"Invalid {field_name.replace('_', ' ')}")
+
+
+def validate_limits(body: Mapping[str, Any], *, partial: bool) -> dict[str, float | int | None]:
+    """``rate_limit`` (deliveries per second) and ``max_in_flight`` (concurrent deliveries),
+    both optional, checked after the seed's fields. Only the fields present are returned; on an
+    update ``null`` removes a limit (``None`` in the result), on a create it means absent."""
+    source: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
+    cleaned: dict[str, float | int | None] = {}
+    parsers = (("rate_limit", flow.parse_rate), ("max_in_flight", flow.parse_max_in_flight))
+    for name, parse in parsers:
+        if name not in source or (source[name] is None and not partial):
+            continue
+        try:
+            cleaned[name] = parse(source[name], name)
+        except flow.LimitInvalid:
+            raise invalid_limit(name) from None
     return cleaned
 
 

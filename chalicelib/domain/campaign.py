@@ -14,6 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from chalicelib.domain.flow import (
+    UNLIMITED,
+    LimitInvalid,
+    Limits,
+    parse_max_in_flight,
+    parse_rate,
+)
 from chalicelib.domain.timeutil import BadTimestamp, parse_zoned
 
 METHODS = ("POST", "PUT", "GET")
@@ -48,6 +55,7 @@ class RegistrationInput:
     start: datetime
     end: datetime | None
     backup_url: str | None
+    limits: Limits = UNLIMITED
 
 
 UrlCheck = Callable[[str], None]
@@ -125,6 +133,13 @@ def validate_create(
     end = _date(body, "end_date")
     if end is not None and end < start:
         raise CampaignInvalid("end_date", "end_date is before start_date")
+    try:
+        limits = Limits(
+            rate=parse_rate(body.get("rate_limit"), "rate_limit"),
+            max_in_flight=parse_max_in_flight(body.get("max_in_flight"), "max_in_flight"),
+        )
+    except LimitInvalid as exc:
+        raise CampaignInvalid(exc.field, exc.message) from exc
     return RegistrationInput(
         event_type=event_type,
         campaign_id=campaign_id or None,
@@ -134,6 +149,7 @@ def validate_create(
         start=start,
         end=end,
         backup_url=backup_url,
+        limits=limits,
     )
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
+from chalicelib.domain import flow
+
 API_BASE_PATH: Final = "/rest/api/v1.3/notifications"
 MIN_BATCH_SIZE: Final = 1
 MAX_BATCH_SIZE: Final = 200
@@ -60,7 +62,16 @@ _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 # The seed's sample request spells the key "backupUrl " (trailing space); accept it as an alias.
 _BACKUP_ALIAS: Final = "backupUrl "
 _CALLBACK_FIELDS: Final = frozenset(
-    {"name", "url", "backupUrl", _BACKUP_ALIAS, "batchSize", "authentication"}
+    {
+        "name",
+        "url",
+        "backupUrl",
+        _BACKUP_ALIAS,
+        "batchSize",
+        "authentication",
+        "rateLimit",
+        "maxInFlight",
+    }
 )
 _SUBSCRIPTION_FIELDS: Final = frozenset(
     {"name", "callbackName", "callBackName", "eventNames", "eventTypes", "filters"}
@@ -174,6 +185,11 @@ class NotificationError(Exception):
             *_INVALID_PARAMETER,
             f"Batch Size must be between {MIN_BATCH_SIZE} and {MAX_BATCH_SIZE}",
         )
+
+    @classmethod
+    def limit_invalid(cls, message: str) -> NotificationError:
+        """A flow-control field (``rateLimit``, ``maxInFlight``) out of range."""
+        return cls(400, *_INVALID_PARAMETER, message)
 
     @classmethod
     def url_or_batch_size_required(cls) -> NotificationError:
@@ -451,6 +467,8 @@ class CallbackSpec:
     batch_size: int
     user_name: str
     password: str = field(repr=False)
+    rate_limit: float | None = None  # flow control: deliveries per second (``rateLimit``)
+    max_in_flight: int | None = None  # flow control: concurrent deliveries (``maxInFlight``)
 
 
 def _auth_is_empty(auth: object) -> bool:
@@ -518,6 +536,27 @@ def _check_backup_differs(url: str, backup_url: str | None) -> None:
         raise NotificationError.backup_same_as_url()
 
 
+def _check_limits(
+    data: Mapping[str, Any], current: CallbackSpec | None
+) -> tuple[float | None, int | None]:
+    """``rateLimit`` and ``maxInFlight``: absent keeps the current value (none on create), null
+    removes it."""
+    try:
+        rate = (
+            flow.parse_rate(data["rateLimit"], "rateLimit")
+            if "rateLimit" in data
+            else (current.rate_limit if current else None)
+        )
+        most = (
+            flow.parse_max_in_flight(data["maxInFlight"], "maxInFlight")
+            if "maxInFlight" in data
+            else (current.max_in_flight if current else None)
+        )
+    except flow.LimitInvalid as exc:
+        raise NotificationError.limit_invalid(exc.message) from exc
+    return rate, most
+
+
 def validate_create(body: object) -> CallbackSpec:
     """Rules for ``POST /callbacks``; the first failing check (docs: "Check order") wins."""
     data = _require_object(body)
@@ -529,7 +568,8 @@ def validate_create(body: object) -> CallbackSpec:
     batch_size = _check_batch_size(data.get("batchSize"))
     backup_url = _check_backup(backup_present, backup_value, None)
     _check_backup_differs(url, backup_url)
-    return CallbackSpec(name, url, backup_url, batch_size, user, password)
+    rate, most = _check_limits(data, None)
+    return CallbackSpec(name, url, backup_url, batch_size, user, password, rate, most)
 
 
 def validate_update(path_name: str, body: object, current: CallbackSpec) -> CallbackSpec:
@@ -551,7 +591,8 @@ def validate_update(path_name: str, body: object, current: CallbackSpec) -> Call
     batch_size = _check_batch_size(data["batchSize"]) if "batchSize" in data else current.batch_size
     backup_url = _check_backup(backup_present, backup_value, current.backup_url)
     _check_backup_differs(url, backup_url)
-    return CallbackSpec(path_name, url, backup_url, batch_size, user, password)
+    rate, most = _check_limits(data, current)
+    return CallbackSpec(path_name, url, backup_url, batch_size, user, password, rate, most)
 
 
 def deleted_view(kind: str, name: str) -> dict[str, Any]:
@@ -600,6 +641,7 @@ def callback_view(
     spec: CallbackSpec, base_path: str = API_BASE_PATH, *, self_method: str = "PUT"
 ) -> dict[str, Any]:
     """Response body for one callback. Credentials (user name and password) are never shown.
+    ``rateLimit``/``maxInFlight`` are shown only when set.
 
     Links point at the callback's resource path (the seed's "<callback_url>" placeholder is
     read as "the callback resource", not the client's webhook URL). ``self`` carries the
@@ -607,11 +649,18 @@ def callback_view(
     links come first and in its order (clients may index them); Ringback's own come after.
     """
     href = callback_path(spec.name, base_path)
+    # Flow-control limits appear only when the callback has them: the seed's view stays exact.
+    limits = {
+        name: value
+        for name, value in (("rateLimit", spec.rate_limit), ("maxInFlight", spec.max_in_flight))
+        if value is not None
+    }
     return {
         "name": spec.name,
         "url": spec.url,
         "backupUrl": spec.backup_url,
         "batchSize": spec.batch_size,
+        **limits,
         "links": [
             {"rel": "self", "href": href, "method": self_method},
             {"rel": "getCallBack", "href": href, "method": "GET"},

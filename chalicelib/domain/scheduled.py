@@ -34,6 +34,9 @@ from urllib.parse import urlsplit
 from dateutil.parser import isoparser
 from dateutil.relativedelta import relativedelta
 
+from chalicelib.domain import flow
+from chalicelib.domain.flow import UNLIMITED, Limits
+
 # --------------------------------------------------------------------------- errors
 
 ERROR_STATUS: dict[str, int] = {
@@ -61,6 +64,9 @@ ERROR_STATUS: dict[str, int] = {
     "callback_repeat_interval_invalid": 400,
     "callback_repeat_count_invalid": 400,
     "callback_repeat_until_invalid": 400,
+    "callback_repeat_interval_too_short": 400,
+    "rate_limit_invalid": 400,
+    "max_in_flight_invalid": 400,
     "callback_url_forbidden": 400,
     "quota_exceeded": 429,  # the tenant's pending-callbacks quota (with Retry-After)
     # list
@@ -146,6 +152,8 @@ class CreateRequest:
     offset_seconds: int = 0
     """The UTC offset ``callback_time`` was written in: month and year repeats follow the
     client's calendar at that (fixed) offset, see :func:`anchor_at`."""
+    limits: Limits = UNLIMITED
+    """Flow control: ``rate_limit`` (firings per second) and ``max_in_flight``, both optional."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -299,7 +307,9 @@ def _parse_utc_seconds(value: str) -> datetime:
 # --------------------------------------------------------------------------- parse_create
 
 
-def parse_create(params: Mapping[str, str], now: datetime) -> CreateRequest:
+def parse_create(
+    params: Mapping[str, str], now: datetime, *, min_repeat_seconds: int = 0
+) -> CreateRequest:
     """Validate a ``create`` call's query parameters; raise the first ``ScheduleError`` found.
 
     Checks, in this order (the first failure wins):
@@ -315,7 +325,11 @@ def parse_create(params: Mapping[str, str], now: datetime) -> CreateRequest:
     5. When ``1``: ``callback_repeat_type`` (absent or empty means ``interval``, as in the
        seed's own example), then ``callback_repeat_interval_unit``, then
        ``callback_repeat_interval`` (each ``_absent`` then ``_invalid``), then the optional
-       extensions ``callback_repeat_count`` and ``callback_repeat_until`` (``_invalid``).
+       extensions ``callback_repeat_count`` and ``callback_repeat_until`` (``_invalid``); an
+       ``interval`` repeat shorter than ``min_repeat_seconds`` (the stage's
+       ``RINGBACK_MIN_REPEAT_SECONDS``) -> ``callback_repeat_interval_too_short``.
+    6. Flow control, both optional: ``rate_limit`` (``rate_limit_invalid``), then
+       ``max_in_flight`` (``max_in_flight_invalid``).
 
     ``now`` must be timezone-aware. An interval whose first repeat would fall after year 9999 is
     ``callback_repeat_interval_invalid``.
@@ -343,7 +357,16 @@ def parse_create(params: Mapping[str, str], now: datetime) -> CreateRequest:
     offset = precise.utcoffset()
     offset_seconds = int(offset.total_seconds()) if offset is not None else 0
 
-    repeat = _parse_repeat(params, anchor_at(callback_time, offset_seconds))
+    anchor = anchor_at(callback_time, offset_seconds)
+    repeat = _parse_repeat(params, anchor)
+    if (
+        repeat is not None
+        and repeat.type == "interval"
+        and min_repeat_seconds > 0
+        and fire_time(anchor, repeat, 1) - anchor < timedelta(seconds=min_repeat_seconds)
+    ):
+        raise ScheduleError("callback_repeat_interval_too_short")
+    limits = parse_limits(params)
     echoed = {name: value for name, value in params.items() if name != "api_key"}
     return CreateRequest(
         callback_url=callback_url,
@@ -351,7 +374,24 @@ def parse_create(params: Mapping[str, str], now: datetime) -> CreateRequest:
         repeat=repeat,
         api_call_parameters=echoed,
         offset_seconds=offset_seconds,
+        limits=limits,
     )
+
+
+def parse_limits(params: Mapping[str, str]) -> Limits:
+    """``rate_limit`` (a number, firings per second) and ``max_in_flight`` (a whole number); an
+    empty value means absent, as for every parameter of this API."""
+    try:
+        rate = flow.parse_rate(_get(params, "rate_limit"), "rate_limit", allow_text=True)
+    except flow.LimitInvalid:
+        raise ScheduleError("rate_limit_invalid") from None
+    try:
+        most = flow.parse_max_in_flight(
+            _get(params, "max_in_flight"), "max_in_flight", allow_text=True
+        )
+    except flow.LimitInvalid:
+        raise ScheduleError("max_in_flight_invalid") from None
+    return Limits(rate, most)
 
 
 def anchor_at(callback_time: datetime, offset_seconds: int) -> datetime:

@@ -14,11 +14,11 @@ conditioned on the ciphertext read, so two concurrent rotations cannot both win)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from pynamodb.attributes import BinaryAttribute, UnicodeAttribute
+from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute
 from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
 from pynamodb.expressions.update import Action
 from pynamodb.models import Model
@@ -46,6 +46,8 @@ class CallNotifierModel(Model):
     previous_secret_enc = BinaryAttribute(null=True, legacy_encoding=False)
     previous_secret_until = UnicodeAttribute(null=True)  # the previous secret signs until then
     disabled_reason = UnicodeAttribute(null=True)
+    rate_limit = NumberAttribute(null=True)  # flow control: deliveries per second
+    max_in_flight = NumberAttribute(null=True)  # flow control: concurrent deliveries
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,15 @@ def signing_secrets(notifier: CallNotifierModel, now: datetime | None = None) ->
     )
 
 
-def create(customer_id: str, fields: dict[str, str], now: datetime) -> Created:
+def create(
+    customer_id: str,
+    fields: dict[str, str],
+    now: datetime,
+    limits: Mapping[str, float | int | None] | None = None,
+) -> Created:
     """Store a new notifier with a fresh id and signing secret (``fields``: url, method,
-    selection, already validated)."""
+    selection, already validated; ``limits``: its optional flow-control limits)."""
+    limits = limits or {}
     notify_id = new_id()
     secret = secrets.new_signing_secret()
     record = CallNotifierModel(
@@ -94,6 +102,8 @@ def create(customer_id: str, fields: dict[str, str], now: datetime) -> Created:
         created_at=fmt(now),
         updated_at=fmt(now),
         secret_enc=secrets.encrypt(secret, secret_context(customer_id, notify_id)),
+        rate_limit=limits.get("rate_limit"),
+        max_in_flight=limits.get("max_in_flight"),
     )
     # A 96-bit random id does not collide in practice; the condition makes sure a collision
     # would fail loudly instead of overwriting another notifier. The tenant's notifier count
@@ -131,7 +141,11 @@ def list_for(customer_id: str, *, consistent: bool = True) -> Iterator[CallNotif
 
 
 def update(
-    customer_id: str, notify_id: str, fields: dict[str, str], now: datetime
+    customer_id: str,
+    notify_id: str,
+    fields: dict[str, str],
+    now: datetime,
+    limits: Mapping[str, float | int | None] | None = None,
 ) -> CallNotifierModel | None:
     """Apply ``fields`` (any of url, method, selection) and re-enable the notifier.
 
@@ -150,6 +164,13 @@ def update(
     actions: list[Action] = [
         attributes[name].set(value) for name, value in fields.items() if name in attributes
     ]
+    limit_attributes = {
+        "rate_limit": CallNotifierModel.rate_limit,
+        "max_in_flight": CallNotifierModel.max_in_flight,
+    }
+    for name, limit in (limits or {}).items():
+        attribute = limit_attributes[name]
+        actions.append(attribute.remove() if limit is None else attribute.set(limit))
     actions.append(CallNotifierModel.updated_at.set(fmt(now)))
     actions.append(CallNotifierModel.disabled_reason.remove())
     try:

@@ -22,7 +22,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from pynamodb.attributes import BinaryAttribute, BooleanAttribute, UnicodeAttribute
+from pynamodb.attributes import (
+    BinaryAttribute,
+    BooleanAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+)
 from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
@@ -75,6 +80,8 @@ class CampaignRegistrationModel(Model):
     previous_secret_enc = BinaryAttribute(null=True, legacy_encoding=False)
     previous_secret_until = UnicodeAttribute(null=True)
     disabled_reason = UnicodeAttribute(null=True)
+    rate_limit = NumberAttribute(null=True)  # flow control: deliveries per second
+    max_in_flight = NumberAttribute(null=True)  # flow control: concurrent deliveries
 
     by_company_event = ByCompanyEvent()
 
@@ -127,6 +134,8 @@ def create_registration(company_id: str, spec: RegistrationInput, now: datetime)
         updated_at=fmt(now),
         deleted=False,
         secret_enc=secrets.encrypt(signing_secret, secret_context(company_id, callback_id)),
+        rate_limit=spec.limits.rate,
+        max_in_flight=spec.limits.max_in_flight,
     )
     key = guard_key(company_id, spec.event_type)
     now_s = fmt(now)

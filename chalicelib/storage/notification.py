@@ -72,6 +72,8 @@ class NotificationCallbackModel(Model):
     url = UnicodeAttribute()
     backup_url = UnicodeAttribute(null=True)
     batch_size = NumberAttribute()
+    rate_limit = NumberAttribute(null=True)  # flow control: deliveries per second
+    max_in_flight = NumberAttribute(null=True)  # flow control: concurrent deliveries
     user_name = UnicodeAttribute()
     password_enc = BinaryAttribute(legacy_encoding=False)
     secret_enc = BinaryAttribute(legacy_encoding=False)
@@ -241,6 +243,8 @@ def spec_of(record: NotificationCallbackModel, password: str = "") -> CallbackSp
         int(record.batch_size),
         record.user_name,
         password,
+        float(record.rate_limit) if record.rate_limit is not None else None,
+        int(record.max_in_flight) if record.max_in_flight is not None else None,
     )
 
 
@@ -276,6 +280,8 @@ def create_callback(
         url=spec.url,
         backup_url=spec.backup_url,
         batch_size=spec.batch_size,
+        rate_limit=spec.rate_limit,
+        max_in_flight=spec.max_in_flight,
         user_name=spec.user_name,
         password_enc=secrets.encrypt(
             spec.password, secret_context(tenant_id, callback_id, "password")
@@ -332,6 +338,12 @@ def update_callback(
         NotificationCallbackModel.backup_url.set(spec.backup_url)
         if spec.backup_url
         else NotificationCallbackModel.backup_url.remove(),
+        NotificationCallbackModel.rate_limit.set(spec.rate_limit)
+        if spec.rate_limit is not None
+        else NotificationCallbackModel.rate_limit.remove(),
+        NotificationCallbackModel.max_in_flight.set(spec.max_in_flight)
+        if spec.max_in_flight is not None
+        else NotificationCallbackModel.max_in_flight.remove(),
     ]
     tx = _Tx()
     tx.update(

@@ -102,6 +102,8 @@ class ScheduledCallbackModel(Model):
     open_bucket = UnicodeAttribute(null=True)  # only while live (``ByOpen``)
     open_due = NumberAttribute(null=True)  # epoch seconds the next step is due
     expires_at = NumberAttribute(null=True)  # DynamoDB TTL, once finished: + the retention
+    rate_limit = NumberAttribute(null=True)  # flow control: firings per second
+    max_in_flight = NumberAttribute(null=True)  # flow control: concurrent deliveries
 
     by_tenant_state = ByTenantState()
     by_open = ByOpen()
@@ -214,6 +216,8 @@ def create(tenant_id: str, request: rules.CreateRequest, now: datetime) -> Creat
         duplicate_key=key,
         open_bucket=open_bucket(callback_id, request.callback_time.timestamp()),
         open_due=round(request.callback_time.timestamp(), 3),
+        rate_limit=request.limits.rate,
+        max_in_flight=request.limits.max_in_flight,
     )
     due_at = request.callback_time.timestamp()
     outbox = _outbox_item(
