@@ -46,7 +46,6 @@ def bench(final: int, stuck: int) -> dict[str, object]:
         for i in range(final):
             record = new(i)
             record.status = Status.DELIVERED.value
-            record.tenant_status = deliveries.tenant_status(record.tenant_id, Status.DELIVERED)
             record.open_bucket = None
             record.open_due = None
             batch.save(record)

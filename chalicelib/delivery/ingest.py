@@ -260,20 +260,26 @@ def _accept(
         fanned_out=False,
         expires_at=deliveries.retention_expiry(),
     )
-    record.save()
     records: list[deliveries.DeliveryModel] = []
     if len(targets) <= FANOUT_INLINE_LIMIT:
+        # The event record comes last, written once and already fanned out (one write unit
+        # fewer per event): nothing reads it before the request answers.
         records = _write_deliveries(event, targets, first_time=not resumed)
         queue.send_now([deliver_message(rec.delivery_id, 1) for rec in records])
+        buffered = _buffer(chosen, event)
+        record.fanned_out = True
+        record.save()
     else:
+        # The chunks read the event record: it is written first.
+        record.save()
         queue.send_now(
             [
                 _fanout_message(event, number, targets[start : start + FANOUT_CHUNK])
                 for number, start in enumerate(range(0, len(targets), FANOUT_CHUNK))
             ]
         )
-    buffered = sum(fam.buffer(event) for fam in chosen if isinstance(fam, registry.BufferingFamily))
-    record.update(actions=[EventModel.fanned_out.set(True)])
+        buffered = _buffer(chosen, event)
+        record.update(actions=[EventModel.fanned_out.set(True)])
     log.info(
         "event %s accepted: %s deliveries%s, %s buffered",
         event_type,
@@ -283,6 +289,11 @@ def _accept(
         extra={"delivery_ids": [rec.delivery_id for rec in records][:50]},
     )
     return Published(event_id, len(targets) + buffered)
+
+
+def _buffer(chosen: Sequence[registry.Family], event: PublishedEvent) -> int:
+    """Batching families keep the event for their next batch; how many took it."""
+    return sum(fam.buffer(event) for fam in chosen if isinstance(fam, registry.BufferingFamily))
 
 
 def _write_deliveries(

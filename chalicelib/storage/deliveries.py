@@ -73,10 +73,12 @@ class AttemptMap(MapAttribute[str, Any]):
 
 
 class ByTenantStatus(GlobalSecondaryIndex["DeliveryModel"]):
-    """Replay and dead-letter listing: a tenant's deliveries in one status, by creation time.
+    """Dead letters: a tenant's ``failed`` or ``skipped`` deliveries, by creation time.
 
-    Keys only: an attempt's claim and record then never rewrite the index entry (only a status
-    change does), and a listing reads the page's records with one BatchGet."""
+    Sparse and keys only: only a delivery that ends failed or skipped carries ``tenant_status``,
+    so the deliveries that succeed (nearly all) never write this index at all, and an attempt's
+    claim or record never rewrites an entry. Other statuses are listed from
+    ``by_tenant_created``. A listing reads the page's records with one BatchGet."""
 
     class Meta:
         index_name = "by_tenant_status"
@@ -135,7 +137,7 @@ class DeliveryModel(Model):
     target = UnicodeAttribute()  # the primary destination, as shown to users
     content = UnicodeAttribute()  # JSON the family renders the request from
     status = UnicodeAttribute(default=Status.PENDING.value)
-    tenant_status = UnicodeAttribute()
+    tenant_status = UnicodeAttribute(null=True)  # only while failed or skipped (sparse)
     attempt_count = NumberAttribute(default=0)
     attempts = ListAttribute(of=AttemptMap, default=list)  # type: ignore[arg-type]
     created_at = UnicodeAttribute()
@@ -158,6 +160,16 @@ class DeliveryModel(Model):
     @property
     def state(self) -> Status:
         return Status(self.status)
+
+
+DEAD_LETTER_STATUSES = frozenset({Status.FAILED, Status.SKIPPED})
+"""The statuses the sparse ``by_tenant_status`` index holds."""
+
+
+def _status_index_action(tenant_id: str, status: Status) -> Any:
+    if status in DEAD_LETTER_STATUSES:
+        return DeliveryModel.tenant_status.set(tenant_status(tenant_id, status))
+    return DeliveryModel.tenant_status.remove()  # nothing written to the index when absent
 
 
 def tenant_status(tenant_id: str, status: Status) -> str:
@@ -222,7 +234,6 @@ def build(
         target=new.target,
         content=json.dumps(new.content, separators=(",", ":"), sort_keys=True),
         status=Status.PENDING.value,
-        tenant_status=tenant_status(new.tenant_id, Status.PENDING),
         attempt_count=0,
         attempts=[],
         created_at=now,
@@ -359,7 +370,7 @@ def record_attempt(
         DeliveryModel.attempt_count.set(attempt_no),
         DeliveryModel.attempts.set(DeliveryModel.attempts.append([AttemptMap(**attempt)])),
         DeliveryModel.status.set(status.value),
-        DeliveryModel.tenant_status.set(tenant_status(record.tenant_id, status)),
+        _status_index_action(record.tenant_id, status),
         DeliveryModel.updated_at.set(now),
         DeliveryModel.lease_token.remove(),
         DeliveryModel.lease_until.remove(),
@@ -402,7 +413,7 @@ def finish_if(record: DeliveryModel, status: Status, reason: str, now: str, cond
         record,
         [
             DeliveryModel.status.set(status.value),
-            DeliveryModel.tenant_status.set(tenant_status(record.tenant_id, status)),
+            _status_index_action(record.tenant_id, status),
             DeliveryModel.failure_reason.set(reason),
             DeliveryModel.updated_at.set(now),
             DeliveryModel.next_attempt_at.remove(),
@@ -456,19 +467,19 @@ def _in_order(keys: Sequence[str]) -> list[DeliveryModel]:
 def in_status(
     tenant_id: str, status: Status, since: str | None = None, until: str | None = None
 ) -> Iterator[DeliveryModel]:
-    """A tenant's deliveries in ``status`` created in ``[since, until]``, oldest first (a Query
-    on the keys-only index, then the records by BatchGet, 100 at a time)."""
-    keys = DeliveryModel.by_tenant_status.query(
-        tenant_status(tenant_id, status), range_key_condition=_created_condition(since, until)
-    )
-    batch: list[str] = []
-    for item in keys:
-        batch.append(item.delivery_id)
-        if len(batch) == 100:
-            yield from _in_order(batch)
-            batch = []
-    if batch:
-        yield from _in_order(batch)
+    """A tenant's deliveries in ``status`` created in ``[since, until]``, oldest first: a Query
+    on a keys-only index (the sparse dead-letter index for failed/skipped, else every delivery
+    of the tenant, filtered), then the records by BatchGet, 100 at a time."""
+    if status in DEAD_LETTER_STATUSES:
+        keys: Any = DeliveryModel.by_tenant_status.query(
+            tenant_status(tenant_id, status), range_key_condition=_created_condition(since, until)
+        )
+    else:
+        keys = DeliveryModel.by_tenant_created.query(
+            tenant_id, range_key_condition=_created_condition(since, until)
+        )
+    for batch in iter(lambda: [item.delivery_id for item in itertools.islice(keys, 100)], []):
+        yield from (r for r in _in_order(batch) if r.status == status.value)
 
 
 @dataclass(frozen=True)
@@ -523,17 +534,18 @@ def list_page(
 ) -> Page:
     """One page of a tenant's deliveries, oldest first, in one status or all of them.
 
-    One Query on a keys-only index (``by_tenant_status`` or ``by_tenant_created``) and BatchGets
-    of the page's records; ``family`` and ``target`` (a target id or URL) filter those records.
+    One Query on a keys-only index (the sparse ``by_tenant_status`` for failed or skipped, else
+    ``by_tenant_created``) and BatchGets of the page's records; the status, ``family`` and
+    ``target`` (a target id or URL) filter those records.
     A page reads at most ``MAX_EXAMINED`` keys: past that it may hold fewer than ``limit``
     deliveries and a cursor to go on from. No cursor means there is nothing more.
     """
-    if status is None:
-        index: Any = DeliveryModel.by_tenant_created
-        hash_name, hash_value = "tenant_id", tenant_id
-    else:
-        index = DeliveryModel.by_tenant_status
+    if status in DEAD_LETTER_STATUSES:
+        index: Any = DeliveryModel.by_tenant_status
         hash_name, hash_value = "tenant_status", tenant_status(tenant_id, status)
+    else:  # every status, or one the sparse index does not hold: filtered below
+        index = DeliveryModel.by_tenant_created
+        hash_name, hash_value = "tenant_id", tenant_id
     start = None
     if cursor:
         values = decode_cursor(cursor, ["created_at", "delivery_id"])
@@ -548,6 +560,8 @@ def list_page(
     )
 
     def wanted(record: DeliveryModel) -> bool:
+        if status is not None and record.status != status.value:
+            return False
         if family is not None and record.family != family:
             return False
         return target is None or target in (record.target_id, record.target)
