@@ -429,7 +429,8 @@ class Figures:
 
 
 def _duplicates(receipts: list[Receipt], record: dict[str, Any] | None) -> tuple[int, Counter[str]]:
-    """Extra processed sends of one delivery, with why each happened."""
+    """Extra processed sends of one delivery, with why each happened (from the receiver's own
+    record: ``webhook-id``, the attempt number in the body, what it answered)."""
     causes: Counter[str] = Counter()
     recorded = {i + 1: a for i, a in enumerate(record["attempts"])} if record else {}
     previous: Receipt | None = None
@@ -553,6 +554,23 @@ def analyse(
                 last = len(record["attempts"])
                 if not any(r.attempt == last and r.behaviour in ("ok", "slow") for r in mine):
                     figures.delivered_without_receipt += 1
+    for delivery_id, mine in by_webhook.items():
+        record = records.get(delivery_id)
+        _, why = _duplicates(mine, record)
+        odd = {c: n for c, n in why.items() if not c.startswith("retry after a failed")}
+        if odd:
+            figures.evidence.append(
+                {
+                    "what": "duplicate send",
+                    "delivery_id": delivery_id,
+                    "causes": odd,
+                    "status": (record or {}).get("status"),
+                    "attempts_recorded": len(record["attempts"]) if record else None,
+                    "receipts": [
+                        (r.attempt, r.behaviour) for r in sorted(mine, key=lambda r: r.at)
+                    ],
+                }
+            )
     figures.lost = figures.missing + figures.events_refused
     figures.stuck = figures.pending_at_end + figures.retrying_at_end
     figures.duplicates_by_cause = dict(causes)
@@ -783,6 +801,7 @@ def show(figures: Figures, title: str) -> None:
             ("  duplicate sends", sched["duplicate_sends"]),
             ("    by cause", sched["duplicates_by_cause"]),
             ("  bad signatures", sched["bad_signatures"]),
+            ("  requests unverifiable (secret never received)", sched["unverifiable_requests"]),
         ]
     print(f"\n== {title}")
     for name, value in rows:

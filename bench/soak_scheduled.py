@@ -206,6 +206,7 @@ class ScheduledFigures:
     duplicate_sends: int = 0
     duplicates_by_cause: dict[str, int] = field(default_factory=dict)
     bad_signatures: int = 0
+    unverifiable_requests: int = 0  # the callback's signing_secret never reached the client
     wait_seconds: float = 0.0
     evidence: list[dict[str, Any]] = field(default_factory=list)
 
@@ -233,7 +234,11 @@ def analyse(
     for receipt in receipts:
         by_callback.setdefault(receipt.callback_id, []).append(receipt)
     figures.requests = len(receipts)
-    figures.bad_signatures = sum(1 for r in receipts if not r.signature_ok and r.callback_id)
+    with_secret = {p.path for p in planned if p.secret}
+    figures.bad_signatures = sum(
+        1 for r in receipts if r.path in with_secret and not r.signature_ok
+    )
+    figures.unverifiable_requests = sum(1 for r in receipts if r.path not in with_secret)
     causes: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
     state_counts: Counter[str] = Counter()
@@ -244,6 +249,14 @@ def analyse(
         cb_id = p.callback_id or (listed.get(p.url) or {}).get("callback_id")
         if p.callback_id is None and cb_id is not None:
             figures.create_answer_lost_found_by_list += 1
+            figures.evidence.append(
+                {
+                    "what": "callback created but the client was never told (answers to its "
+                    "creates; 409 = callback_already_exists for its own write)",
+                    "callback_id": cb_id,
+                    "answers": p.answers,
+                }
+            )
         if cb_id is None:
             figures.lost_callbacks += 1
             figures.lost_firings += p.expected
