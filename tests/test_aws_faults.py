@@ -296,3 +296,53 @@ def test_proxy_command_line(faulty: EmbeddedAws, injector: FaultInjector) -> Non
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.mark.stack
+def test_local_stack_option_fails_calls_after_setup() -> None:
+    """``devstack.run --aws-faults 1.0``: the stack still starts (set-up is never faulted), then
+    every data call fails, as the stats endpoint and the API's answers show."""
+    import os
+    import signal
+    import socket
+    import time
+
+    def free() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+
+    port, aws_port = free(), free()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RINGBACK_"))}
+    env["RINGBACK_ADMIN_KEY"] = "rbk_faults-admin"
+    options = ["--port", str(port), "--aws-port", str(aws_port), "--aws-faults", "1.0"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devstack.run", "--no-worker", *options, "--aws-faults-seed", "5"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if requests.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.2)
+        stats = requests.get(f"http://127.0.0.1:{aws_port}{STATS_PATH}", timeout=5).json()
+        assert (stats["enabled"], stats["rate"], stats["seed"]) == (True, 1.0, 5)
+        made = requests.post(
+            f"{base}/admin/tenants",
+            headers={"Authorization": "Bearer rbk_faults-admin"},
+            json={"name": "t"},
+            timeout=120,
+        )
+        assert made.status_code >= 500
+        after = requests.get(f"http://127.0.0.1:{aws_port}{STATS_PATH}", timeout=5).json()
+        assert after["faults"] > stats["faults"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
