@@ -441,7 +441,9 @@ def _duplicates(receipts: list[Receipt], record: dict[str, Any] | None) -> tuple
         if previous is not None:
             extra += 1
             earlier = recorded.get(previous.attempt)
-            if previous.attempt == receipt.attempt:
+            sends_of_previous = sum(1 for r in receipts if r.attempt == previous.attempt)
+            if previous.attempt == receipt.attempt or sends_of_previous > 1:
+                # the earlier attempt went out twice (the second send may have failed)
                 causes["same attempt sent again (its outcome was never recorded)"] += 1
             elif earlier is None:
                 causes["earlier attempt never recorded"] += 1
