@@ -84,7 +84,9 @@ def _params(p: Planned) -> dict[str, str]:
     return params
 
 
-def _create_one(stack: Stack, headers: dict[str, str], p: Planned) -> None:
+def _create_one(
+    stack: Stack, headers: dict[str, str], p: Planned, receiver: FaultyReceiver
+) -> None:
     """Create, retrying a 5xx or a dropped connection with the same parameters (the duplicate
     guard makes a committed first try answer ``callback_already_exists``)."""
     for attempt in range(8):
@@ -100,6 +102,8 @@ def _create_one(stack: Stack, headers: dict[str, str], p: Planned) -> None:
         if answer.status_code == 200:
             body = answer.json()
             p.callback_id, p.secret = body["callback_id"], body.get("signing_secret")
+            if p.secret:
+                receiver.trust(p.path, p.secret)  # now: its first firing may come soon
             return
         if answer.status_code < 500:
             return
@@ -112,10 +116,7 @@ def create_all(
     started = time.monotonic()
     auth = {"Authorization": headers["Authorization"]}
     with ThreadPoolExecutor(8, thread_name_prefix="sched-create") as pool:
-        list(pool.map(lambda p: _create_one(stack, auth, p), planned))
-    for p in planned:
-        if p.secret:
-            receiver.trust(p.path, p.secret)
+        list(pool.map(lambda p: _create_one(stack, auth, p, receiver), planned))
     return time.monotonic() - started
 
 
@@ -239,6 +240,11 @@ def analyse(
         1 for r in receipts if r.path in with_secret and not r.signature_ok
     )
     figures.unverifiable_requests = sum(1 for r in receipts if r.path not in with_secret)
+    for r in receipts:
+        if r.path in with_secret and not r.signature_ok:
+            figures.evidence.append(
+                {"what": "bad signature", "path": r.path, "callback_id": r.callback_id}
+            )
     causes: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
     state_counts: Counter[str] = Counter()
