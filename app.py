@@ -47,3 +47,8 @@ def dead_letters(event: SQSEvent) -> None:
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="sweeper")
 def sweeper(event: CloudWatchEvent) -> dict[str, int]:
     return engine.on_sweep(window=60.0)
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="reconciler")
+def reconciler(event: CloudWatchEvent) -> dict[str, int]:
+    return engine.on_reconcile()

@@ -63,6 +63,19 @@ def http_timeout() -> float:
     return float(_env("RINGBACK_HTTP_TIMEOUT", "10"))
 
 
+def retention_seconds() -> float:
+    """How long events, deliveries with their attempts and finished scheduled callbacks are kept
+    (``RINGBACK_RETENTION_DAYS``, default 30); DynamoDB's TTL removes them after that."""
+    return float(_env("RINGBACK_RETENTION_DAYS", "30")) * 24 * 3600
+
+
+def reconcile_grace_seconds() -> float:
+    """How long past its due time unfinished work may sit before the reconciler puts it back on
+    its way (``RINGBACK_RECONCILE_GRACE_SECONDS``, default 300): longer than an attempt's lease
+    and the queue's redelivery, so healthy work in flight is never touched."""
+    return float(_env("RINGBACK_RECONCILE_GRACE_SECONDS", "300"))
+
+
 def dead_target_seconds() -> float:
     """A target that failed every attempt for this long is disabled (default 5 days)."""
     return float(_env("RINGBACK_DEAD_TARGET_SECONDS", str(5 * 24 * 3600)))

@@ -1,4 +1,5 @@
-"""The local stand-ins for AWS triggers: SQS pollers and a once-a-second sweep.
+"""The local stand-ins for AWS triggers: SQS pollers, a once-a-second sweep and a reconcile
+every few seconds.
 
 On AWS, SQS invokes the dispatcher Lambda with batches (and the DLQ handler), and EventBridge
 invokes the sweeper every minute. Chalice's local server does neither, so these threads build the
@@ -24,6 +25,10 @@ from chalicelib import settings
 log = logging.getLogger("ringback.devstack")
 
 Handler = Callable[[dict[str, Any], Any], Any]
+
+RECONCILE_EVERY_SECONDS = 5.0
+"""On AWS the reconciler runs every minute; locally every few seconds, so a laptop (and the
+soak) sees stuck work put back on its way soon after its grace period."""
 
 
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
@@ -140,8 +145,15 @@ class Loops:
                 log.exception("sweep error")
             self._stop.wait(1.0)
 
+    def _reconcile_forever(self, handler: Handler, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                handler(schedule_event(), None)
+            except Exception:
+                log.exception("reconcile error")
+
     def start(self) -> None:
-        from app import dead_letters, dispatcher, sweeper
+        from app import dead_letters, dispatcher, reconciler, sweeper
 
         os.environ.setdefault("RINGBACK_REPORT_BATCH_FAILURES", "true")
         work_url = settings.delivery_queue_url()
@@ -152,6 +164,9 @@ class Loops:
         ]
         plans.append(("dead-letters", lambda: self._poll_forever(dlq_url, dead_letters, 1.0)))
         plans.append(("sweeper", lambda: self._sweep_forever(sweeper)))
+        plans.append(
+            ("reconciler", lambda: self._reconcile_forever(reconciler, RECONCILE_EVERY_SECONDS))
+        )
         for name, target in plans:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()

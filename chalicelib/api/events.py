@@ -8,6 +8,8 @@ and replayed one by one or by time range.
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import dataclass
 from typing import Any
 
 from chalice import Blueprint, Response
@@ -22,6 +24,7 @@ from chalicelib.storage import deliveries
 from chalicelib.storage.deliveries import DeliveryModel
 
 bp = Blueprint(__name__)
+log = logging.getLogger("ringback.api")
 
 SELECTIONS = ("SIP", "MVNO")
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -36,7 +39,7 @@ def _principal() -> Principal:
     return _REFUSALS.principal(bp.current_request)
 
 
-def _invalid(field: str, message: str) -> ApiError:
+def _invalid(field: str | None, message: str) -> ApiError:
     return json_error(400, "invalid", message, field=field)
 
 
@@ -53,10 +56,20 @@ def _tenant_for(principal: Principal, body: dict[str, Any], need: Need) -> str:
     return tenant_id
 
 
-@bp.route("/events", methods=["POST"])
-def publish_event() -> Response:
-    principal = _principal()
-    body = json_body(bp.current_request)
+MAX_BATCH = 100
+
+
+@dataclass(frozen=True)
+class _EventInput:
+    tenant_id: str
+    event_type: str
+    campaign_id: str | None
+    selection: str | None
+    payload: dict[str, Any]
+
+
+def _event_input(principal: Principal, body: dict[str, Any]) -> _EventInput:
+    """One event's fields, checked; raises the house 400/403/404."""
     tenant_id = _tenant_for(principal, body, Need.WRITE)
     event_type = body.get("event_type")
     if not isinstance(event_type, str) or not event_type.strip() or len(event_type) > 128:
@@ -80,17 +93,52 @@ def publish_event() -> Response:
         raise _invalid(
             field if top_level else f"payload.{field}" if why else "payload", str(exc)
         ) from exc
-    key = bp.current_request.headers.get("idempotency-key")
-    if key is not None and (not key.strip() or len(key) > 255):
-        raise _invalid("Idempotency-Key", "Idempotency-Key must be 1-255 characters")
-    published = ingest.publish(
-        tenant_id,
-        event_type,
-        payload,
-        campaign_id=campaign_id,
-        selection=selection,
-        idempotency_key=key,
-    )
+    return _EventInput(tenant_id, event_type, campaign_id, selection, payload)
+
+
+def _checked_key(key: Any, field: str) -> str | None:
+    if key is not None and (not isinstance(key, str) or not key.strip() or len(key) > 255):
+        raise _invalid(field, f"{field} must be 1-255 characters")
+    return key
+
+
+def _publish(event: _EventInput, key: str | None) -> ingest.Published:
+    try:
+        return ingest.publish(
+            event.tenant_id,
+            event.event_type,
+            event.payload,
+            campaign_id=event.campaign_id,
+            selection=event.selection,
+            idempotency_key=key,
+        )
+    except ingest.InProgress as exc:
+        raise ApiError(
+            Response(
+                body={
+                    "error": "in_progress",
+                    "message": "a request with this Idempotency-Key is still being processed; "
+                    "retry shortly",
+                    "event_id": exc.event_id,
+                },
+                status_code=409,
+                headers={"Retry-After": "1"},
+            )
+        ) from exc
+
+
+@bp.route("/events", methods=["POST"])
+def publish_event() -> Response:
+    """One event (a JSON object), or a batch of up to ``MAX_BATCH`` (a JSON array)."""
+    principal = _principal()
+    request = bp.current_request
+    batch = _batch_body(request.raw_body)
+    if batch is not None:
+        return _publish_batch(principal, batch)
+    body = json_body(request)
+    event = _event_input(principal, body)
+    key = _checked_key(request.headers.get("idempotency-key"), "Idempotency-Key")
+    published = _publish(event, key)
     headers: dict[str, str | list[str]] = (
         {"Idempotent-Replayed": "true"} if published.repeated else {}
     )
@@ -98,6 +146,60 @@ def publish_event() -> Response:
         body={"event_id": published.event_id, "deliveries": published.deliveries},
         status_code=202,
         headers=headers,
+    )
+
+
+def _batch_body(raw: str | bytes | None) -> list[Any] | None:
+    """The body as a JSON array when it is one (a batch); None for anything else."""
+    if isinstance(raw, str):
+        raw = raw.encode()
+    if not raw or not raw.lstrip().startswith(b"["):
+        return None
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, list) else None
+
+
+def _publish_batch(principal: Principal, items: list[Any]) -> Response:
+    """Each event is accepted or refused on its own; the answer lists them in order, each with
+    the status and body a single ``POST /events`` would have given it. One request for up to
+    ``MAX_BATCH`` events: API Gateway's per-request price is paid once."""
+    if not items or len(items) > MAX_BATCH:
+        raise _invalid(None, f"a batch holds 1 to {MAX_BATCH} events")
+    results: list[dict[str, Any]] = []
+    for item in items:
+        try:
+            if not isinstance(item, dict):
+                raise _invalid(None, "each event of a batch must be a JSON object")
+            event = _event_input(principal, item)
+            key = _checked_key(item.get("idempotency_key"), "idempotency_key")
+            published = _publish(event, key)
+        except ApiError as exc:
+            body = exc.response.body if isinstance(exc.response.body, dict) else {}
+            results.append({"status": exc.response.status_code, **body})
+            continue
+        except Exception:
+            # This event is not accepted (AWS failed under it); the others stand. Retrying it
+            # with its idempotency_key finishes it if it got halfway.
+            log.exception("a batch event failed")
+            results.append(
+                {"status": 500, "error": "internal", "message": "not accepted; retry this event"}
+            )
+            continue
+        result: dict[str, Any] = {
+            "status": 202,
+            "event_id": published.event_id,
+            "deliveries": published.deliveries,
+        }
+        if published.repeated:
+            result["idempotent_replayed"] = True
+        results.append(result)
+    accepted = sum(1 for r in results if r["status"] == 202)
+    return Response(
+        body={"accepted": accepted, "refused": len(results) - accepted, "results": results},
+        status_code=200,
     )
 
 
@@ -109,24 +211,38 @@ def _visible_event(principal: Principal, event_id: str) -> deliveries.EventModel
     return event
 
 
+EVENT_PAGE = 100
+
+
 @bp.route("/events/{event_id}", methods=["GET"])
 def get_event(event_id: str) -> dict[str, Any]:
+    """The event and its deliveries, a page at a time (``?cursor=`` from ``next_cursor``)."""
     event = _visible_event(_principal(), event_id)
-    found = deliveries.get_many(event.delivery_ids or [])
-    return {
+    query = dict(bp.current_request.query_params or {})
+    cursor = query.get("cursor")
+    if event.delivery_ids is not None:  # stored before deliveries were indexed by event
+        ids = list(event.delivery_ids)
+        found = deliveries.get_many(ids)
+        records = [found[d] for d in ids if d in found]
+        next_cursor = None
+    else:
+        try:
+            page = deliveries.event_page(event.event_id, limit=EVENT_PAGE, cursor=cursor)
+        except deliveries.BadCursor as exc:
+            raise _invalid("cursor", str(exc)) from exc
+        records, next_cursor = page.records, page.next_cursor
+    view: dict[str, Any] = {
         "event_id": event.event_id,
         "event_type": event.event_type,
         "received_at": event.received_at,
         "deliveries": [
-            {
-                "delivery_id": delivery_id,
-                "target": found[delivery_id].target,
-                "status": found[delivery_id].status,
-            }
-            for delivery_id in event.delivery_ids or []
-            if delivery_id in found
+            {"delivery_id": r.delivery_id, "target": r.target, "status": r.status} for r in records
         ],
+        "next_cursor": next_cursor,
     }
+    if event.delivery_count is not None:
+        view["delivery_count"] = int(event.delivery_count)
+    return view
 
 
 def attempt_view(attempt: Any) -> dict[str, Any]:
@@ -158,7 +274,7 @@ def delivery_view(record: DeliveryModel) -> dict[str, Any]:
 
 def _visible_delivery(principal: Principal, delivery_id: str, need: Need) -> DeliveryModel:
     record = deliveries.get(delivery_id) if len(delivery_id) <= 64 else None
-    if record is None:
+    if record is None or deliveries.is_expired(record):
         raise json_error(404, "not_found", f"delivery {delivery_id} not found")
     _authorize(principal, record.tenant_id, need)
     return record
@@ -194,10 +310,18 @@ def replay_delivery(delivery_id: str) -> Response:
     return Response(body={"delivery_id": fresh, "replay_of": delivery_id}, status_code=202)
 
 
-def _range(body_or_query: dict[str, Any]) -> tuple[Status, str | None, str | None]:
+def _status(body_or_query: dict[str, Any], allow_all: bool = False) -> Status | None:
     status_name = body_or_query.get("status", Status.FAILED.value)
-    if status_name not in [s.value for s in Status]:
-        raise _invalid("status", "status must be one of " + ", ".join(s.value for s in Status))
+    names = [s.value for s in Status]
+    if allow_all and status_name == ALL_STATUSES:
+        return None
+    if status_name not in names:
+        allowed = ", ".join(names + ([ALL_STATUSES] if allow_all else []))
+        raise _invalid("status", f"status must be one of {allowed}")
+    return Status(status_name)
+
+
+def _bounds(body_or_query: dict[str, Any]) -> tuple[str | None, str | None]:
     bounds: list[str | None] = []
     for field in ("since", "until"):
         value = body_or_query.get(field)
@@ -208,21 +332,61 @@ def _range(body_or_query: dict[str, Any]) -> tuple[Status, str | None, str | Non
             bounds.append(fmt(parse_zoned(value)))
         except BadTimestamp as exc:
             raise _invalid(field, f"{field} must be ISO 8601 with a zone") from exc
-    return Status(status_name), bounds[0], bounds[1]
+    return bounds[0], bounds[1]
+
+
+def _range(body_or_query: dict[str, Any]) -> tuple[Status, str | None, str | None]:
+    status = _status(body_or_query)
+    assert status is not None
+    since, until = _bounds(body_or_query)
+    return status, since, until
+
+
+ALL_STATUSES = "all"
+
+
+def _limit(query: dict[str, Any]) -> int:
+    raw = query.get("limit")
+    if raw is None:
+        return REPLAY_LIMIT
+    if not str(raw).isdigit() or not 1 <= int(raw) <= REPLAY_LIMIT:
+        raise _invalid("limit", f"limit must be an integer from 1 to {REPLAY_LIMIT}")
+    return int(raw)
 
 
 @bp.route("/deliveries", methods=["GET"])
 def list_deliveries() -> dict[str, Any]:
+    """A tenant's deliveries, oldest first: in one status (default ``failed``, the dead
+    letters) or ``status=all``; filtered by ``family``, ``target`` (id or URL) and time; paged
+    with ``limit`` and ``cursor`` (from ``next_cursor``)."""
     principal = _principal()
     query = dict(bp.current_request.query_params or {})
     tenant_id = _tenant_for(principal, query, Need.READ)
-    status, since, until = _range(query)
-    found = []
-    for record in deliveries.in_status(tenant_id, status, since, until):
-        found.append(delivery_view(record))
-        if len(found) >= REPLAY_LIMIT:
-            break
-    return {"deliveries": found, "truncated": len(found) >= REPLAY_LIMIT}
+    status = _status(query, allow_all=True)
+    since, until = _bounds(query)
+    limit = _limit(query)
+    for field in ("family", "target", "cursor"):
+        value = query.get(field)
+        if value is not None and (not value or len(value) > 2048):
+            raise _invalid(field, f"{field} must be 1-2048 characters")
+    try:
+        page = deliveries.list_page(
+            tenant_id,
+            status=status,
+            since=since,
+            until=until,
+            family=query.get("family"),
+            target=query.get("target"),
+            limit=limit,
+            cursor=query.get("cursor"),
+        )
+    except deliveries.BadCursor as exc:
+        raise _invalid("cursor", str(exc)) from exc
+    return {
+        "deliveries": [delivery_view(record) for record in page.records],
+        "truncated": page.next_cursor is not None,
+        "next_cursor": page.next_cursor,
+    }
 
 
 @bp.route("/deliveries/replay", methods=["POST"])

@@ -26,6 +26,7 @@ from chalicelib.api.openapi_schema import (
     integer,
     nullable,
     obj,
+    one_of,
     prefix_pattern,
     regex,
     strftime_pattern,
@@ -58,6 +59,7 @@ def house_error(extra: dict[str, Schema] | None = None) -> Schema:
         "field": nullable(string()),
         "conflicting_callback_id": string(),
         "replayed_by": string(),
+        "event_id": string(),
     }
     properties.update(extra or {})
     return obj(properties, required=["error", "message"])
@@ -70,7 +72,8 @@ HOUSE_ERRORS = {
         401: "no key, or a key Ringback does not know",
         403: "this key may not do that for this tenant",
         404: "not found (or, for the admin key, no such tenant)",
-        409: "conflict (overlapping registration, delivery not replayable)",
+        409: "conflict (overlapping registration, delivery not replayable, a request with the "
+        "same Idempotency-Key still in progress)",
         415: "Content-Type not accepted by this route",
         500: "unexpected error (never a traceback)",
         503: "too many concurrent changes; retry",
@@ -348,31 +351,73 @@ REPLAY_ONE = obj({"delivery_id": string(), "replay_of": string()})
 
 def _events() -> Catalogue:
     delivery = _delivery_view()
+    EVENT_INPUT = obj(
+        {
+            "tenant_id": ID,
+            "event_type": string(min_length=1, max_length=128, pattern=NON_BLANK),
+            "campaign_id": nullable(string()),
+            "selection": nullable(enum(events_api.SELECTIONS)),
+            "payload": any_object(
+                f"at most {events_api.MAX_PAYLOAD_BYTES} bytes as JSON; families "
+                "check the payloads of their own event types"
+            ),
+        },
+        required=["event_type"],
+        closed=False,
+    )
     return {
         ("POST", "/events"): Operation(
             EVENTS,
-            "Publish an event to every matching target of every family",
+            "Publish an event to every matching target of every family, or a batch of up to "
+            f"{events_api.MAX_BATCH} events (a JSON array, each accepted or refused on its own)",
             {
                 202: Body(
                     obj({"event_id": ID, "deliveries": integer(minimum=0)}),
                     description="accepted; `Idempotent-Replayed: true` when the key was seen",
-                )
+                ),
+                200: Body(
+                    obj(
+                        {
+                            "accepted": integer(minimum=0),
+                            "refused": integer(minimum=0),
+                            "results": array(
+                                obj(
+                                    {
+                                        "status": integer(minimum=200, maximum=599),
+                                        "event_id": ID,
+                                        "deliveries": integer(minimum=0),
+                                        "idempotent_replayed": boolean(),
+                                        "error": string(),
+                                        "message": string(),
+                                        "field": nullable(string()),
+                                    },
+                                    required=["status"],
+                                ),
+                                max_items=events_api.MAX_BATCH,
+                            ),
+                        }
+                    ),
+                    description="a batch: one result per event, in order, each with the status "
+                    "and body a single request would have had",
+                ),
             },
-            errors=(400, 401, 403, 404),
+            errors=(400, 401, 403, 404, 409),
             request=Body(
-                obj(
-                    {
-                        "tenant_id": ID,
-                        "event_type": string(min_length=1, max_length=128, pattern=NON_BLANK),
-                        "campaign_id": nullable(string()),
-                        "selection": nullable(enum(events_api.SELECTIONS)),
-                        "payload": any_object(
-                            f"at most {events_api.MAX_PAYLOAD_BYTES} bytes as JSON; families "
-                            "check the payloads of their own event types"
-                        ),
-                    },
-                    required=["event_type"],
-                    closed=False,
+                one_of(
+                    EVENT_INPUT,
+                    array(
+                        {
+                            **EVENT_INPUT,
+                            "properties": {
+                                **EVENT_INPUT["properties"],
+                                "idempotency_key": string(
+                                    min_length=1, max_length=255, pattern=NON_BLANK
+                                ),
+                            },
+                        },
+                        min_items=1,
+                        max_items=events_api.MAX_BATCH,
+                    ),
                 )
             ),
             request_required=True,
@@ -403,11 +448,15 @@ def _events() -> Catalogue:
                                     }
                                 )
                             ),
-                        }
+                            "next_cursor": nullable(string()),
+                            "delivery_count": integer(minimum=0),
+                        },
+                        required=["event_id", "event_type", "received_at", "deliveries"],
                     )
                 )
             },
-            errors=(401, 403, 404),
+            errors=(400, 401, 403, 404),
+            query=(Param("cursor", string(), "next_cursor of the previous page"),),
         ),
         ("GET", "/deliveries/{delivery_id}"): Operation(
             EVENTS, "A delivery and every attempt", {200: Body(delivery)}, errors=(401, 403, 404)
@@ -420,14 +469,37 @@ def _events() -> Catalogue:
         ),
         ("GET", "/deliveries"): Operation(
             EVENTS,
-            f"Deliveries in a status, oldest first (at most {events_api.REPLAY_LIMIT})",
-            {200: Body(obj({"deliveries": array(delivery), "truncated": boolean()}))},
+            f"Deliveries in a status (or all), oldest first, a page of at most "
+            f"{events_api.REPLAY_LIMIT}",
+            {
+                200: Body(
+                    obj(
+                        {
+                            "deliveries": array(delivery),
+                            "truncated": boolean(),
+                            "next_cursor": nullable(string()),
+                        }
+                    )
+                )
+            },
             errors=(400, 401, 403, 404),
             query=(
                 TENANT_PARAM,
-                Param("status", STATUS, "default failed"),
+                Param(
+                    "status",
+                    enum([*(s.value for s in Status), events_api.ALL_STATUSES]),
+                    "default failed; all: every status",
+                ),
                 Param("since", ZONED),
                 Param("until", ZONED),
+                Param("family", string(min_length=1, max_length=2048), "campaign, notification..."),
+                Param("target", string(min_length=1, max_length=2048), "a target id or URL"),
+                Param(
+                    "limit",
+                    integer(minimum=1, maximum=events_api.REPLAY_LIMIT),
+                    f"page size, default {events_api.REPLAY_LIMIT}",
+                ),
+                Param("cursor", string(), "next_cursor of the previous page"),
             ),
         ),
         ("POST", "/deliveries/replay"): Operation(

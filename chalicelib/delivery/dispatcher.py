@@ -159,7 +159,8 @@ def _record(
         "error": result.error,
         "duration_ms": result.duration_ms,
     }
-    held = deliveries.record_attempt(
+    next_due = time.time() + decision.delay_seconds if decision.delay_seconds is not None else None
+    held = _record_with_retries(
         record,
         token=token,
         attempt_no=attempt_no,
@@ -167,6 +168,7 @@ def _record(
         status=decision.status,
         now=fmt(now),
         next_attempt_at=next_at,
+        next_due=next_due,
         failure_reason=decision.reason,
     )
     if not held:
@@ -174,13 +176,35 @@ def _record(
             "delivery %s: lease lost before recording attempt %s", record.delivery_id, attempt_no
         )
         return
-    if decision.status is Status.RETRYING and decision.delay_seconds is not None:
-        due_at = time.time() + decision.delay_seconds
+    if decision.status is Status.RETRYING and next_due is not None:
         queue.send_at(
             deliver_message(record.delivery_id, attempt_no + 1),
-            due_at,
+            next_due,
             f"{record.delivery_id}.{attempt_no + 1}",
         )
+
+
+RECORD_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
+"""Waits between tries of an attempt's record write (7.7 s in all, well inside the lease's
+margin): the attempt was sent, so a transient AWS error must not make it look unsent."""
+
+
+def _record_with_retries(record: DeliveryModel, **fields: Any) -> bool:
+    for wait in (*RECORD_RETRY_DELAYS, None):
+        try:
+            return deliveries.record_attempt(record, **fields)
+        except Exception:
+            if wait is None:
+                raise
+            log.warning(
+                "delivery %s: recording attempt %s failed; trying again in %.1f s",
+                record.delivery_id,
+                fields["attempt_no"],
+                wait,
+                exc_info=True,
+            )
+            time.sleep(wait)
+    return False  # not reached: the last try returns or raises
 
 
 def _schedule_next(record: DeliveryModel, attempt_no: int, next_at: str | None) -> None:
@@ -198,17 +222,29 @@ def _schedule_next(record: DeliveryModel, attempt_no: int, next_at: str | None) 
 
 
 def handle_dead_letter(message: dict[str, Any]) -> None:
-    """SQS gave up on a message (the worker failed on it every time): the delivery is failed,
-    visible in the API and replayable."""
+    """SQS gave up on a message (the worker failed on it every time). The delivery is failed,
+    visible in the API and replayable, but only when the attempt that message carried is still
+    the delivery's current, unrecorded one and nobody holds a live lease on it: a stale message
+    (its attempt was recorded since, or the delivery finished) changes nothing."""
     record = deliveries.get(str(message["delivery_id"]))
     if record is None or record.state in FINAL:
         return
-    if deliveries.finish_without_attempt(
-        record,
-        Status.FAILED,
-        f"dead-lettered: the worker could not process attempt {message.get('attempt')}",
-        fmt(utcnow()),
-    ):
+    attempt_no = int(message.get("attempt", 0))
+    if int(record.attempt_count) != attempt_no - 1:
+        log.info(
+            "stale dead letter for attempt %s of delivery %s (%s recorded): ignored",
+            attempt_no,
+            record.delivery_id,
+            record.attempt_count,
+        )
+        return
+    condition = (
+        DeliveryModel.status.is_in(Status.PENDING.value, Status.RETRYING.value)
+        & (DeliveryModel.attempt_count == attempt_no - 1)
+        & (DeliveryModel.lease_until.does_not_exist() | (DeliveryModel.lease_until < time.time()))
+    )
+    reason = f"dead-lettered: the worker could not process attempt {attempt_no}"
+    if deliveries.finish_if(record, Status.FAILED, reason, fmt(utcnow()), condition):
         record.status = Status.FAILED.value
         _notify_final(record)
 

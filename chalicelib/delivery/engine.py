@@ -9,9 +9,10 @@ from typing import Any
 from chalicelib.delivery import callnotify as _callnotify  # noqa: F401  (registers the family)
 from chalicelib.delivery import campaign as _campaign  # noqa: F401  (registers the family)
 from chalicelib.delivery import dispatcher as _dispatcher  # noqa: F401  (registers "deliver")
+from chalicelib.delivery import ingest as _ingest  # noqa: F401  (registers "fanout")
 from chalicelib.delivery import notification as _notification  # noqa: F401  (registers the family)
+from chalicelib.delivery import reconciler, sweeper, worker
 from chalicelib.delivery import scheduled as _scheduled  # noqa: F401  (family + "fire")
-from chalicelib.delivery import sweeper, worker
 
 
 class BatchFailed(Exception):
@@ -42,4 +43,16 @@ def on_sweep(window: float = 60.0) -> dict[str, int]:
         "queried_buckets": report.queried_buckets,
         "items_read": report.items_read,
         "handed_over": report.handed_over,
+    }
+
+
+def on_reconcile() -> dict[str, int]:
+    report = reconciler.reconcile()
+    return {
+        "queried_buckets": report.queried_buckets,
+        "items_read": report.items_read,
+        "records_read": report.records_read,
+        "deliveries_requeued": report.deliveries_requeued,
+        "firings_requeued": report.firings_requeued,
+        "firings_repaired": report.firings_repaired,
     }

@@ -1,10 +1,25 @@
-"""Accepting an event: match, record, fan out.
+"""Accepting an event: claim its idempotency key, record it, fan it out.
 
-Order matters for "nothing is lost": the event record is written first, then every delivery
-record (batch writes of 25), then the work messages (SQS batches of 10), and only then does the
-API answer 202. With an ``Idempotency-Key`` the same key within 24 hours returns the first
-event: if the first request died halfway, the repeat finishes its fan-out (delivery ids are
-derived from the event and target, so nothing is created twice).
+Order matters for "nothing is lost":
+
+1. With an ``Idempotency-Key``, the key is claimed first with a conditional put that carries a
+   short lease: of any number of concurrent requests with one key, exactly one fans out; the
+   others wait for it to finish and answer with the same event (or 409 ``in_progress`` if it
+   takes too long). A request whose owner died (its lease ran out before the key was marked
+   done) takes the lease over and finishes the same event: every step below is idempotent.
+2. The event record is written (it never lists its deliveries: they are a Query on the
+   deliveries' ``by_event`` index, so no item grows with the number of targets).
+3. Up to ``FANOUT_INLINE_LIMIT`` targets: the deliveries are written (batch writes of 25) and
+   their work messages sent (SQS batches of 10) inside the request. Past it, the targets go to
+   the queue in ``fanout`` chunks of ``FANOUT_CHUNK``; each chunk writes its deliveries and
+   sends their messages under a lease of its own, once. Either way the API answers in bounded
+   time whatever the number of targets.
+4. Only then is the event marked fanned out and the key done, and the API answers 202. A
+   request that fails on the way answers 5xx and gives its lease back, so the publisher's retry
+   with the same key finishes the work at once.
+
+Deliveries written whose message never reached SQS are found by the reconciler: every
+unfinished delivery carries a due time in a sparse index.
 """
 
 from __future__ import annotations
@@ -17,11 +32,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pynamodb.exceptions import PutError
+from pynamodb.exceptions import PutError, UpdateError
 
 from chalicelib import logs
 from chalicelib.delivery import queue, registry
-from chalicelib.delivery.dispatcher import deliver_message
+from chalicelib.delivery.dispatcher import LeaseHeld, deliver_message
 from chalicelib.delivery.registry import PublishedEvent, Target
 from chalicelib.domain.ids import new_id
 from chalicelib.domain.timeutil import fmt, utcnow
@@ -32,6 +47,16 @@ from chalicelib.storage.guards import GuardModel, read_guard
 log = logging.getLogger("ringback.ingest")
 
 IDEMPOTENCY_SECONDS = 24 * 3600
+CLAIM_LEASE_SECONDS = 30.0
+"""How long a request owns an idempotency key it claimed before another may take it over."""
+WAIT_FOR_OWNER_SECONDS = 10.0
+FANOUT_INLINE_LIMIT = 100
+FANOUT_CHUNK = 100
+FANOUT_KIND = "fanout"
+CHUNK_LEASE_SECONDS = 60.0
+"""Shorter than the queue's visibility timeout: when a chunk's worker dies, its message comes
+back after the lease ran out and takes it over."""
+DONE = "done"
 
 
 @dataclass(frozen=True)
@@ -41,26 +66,104 @@ class Published:
     repeated: bool = False
 
 
+class InProgress(Exception):
+    """Another request with the same idempotency key is still fanning its event out."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(event_id)
+        self.event_id = event_id
+
+
 def delivery_id_for(event_id: str, target: Target) -> str:
     digest = hashlib.sha256(f"{event_id}|{target.family}|{target.target_id}".encode()).hexdigest()
     return digest[:24]
 
 
-def _claim_idempotency(tenant_id: str, key: str, event_id: str) -> str:
-    """Returns the event id that owns ``key``: ours when we are first."""
-    now = int(time.time())
-    guard_key = f"idem#{tenant_id}#{hashlib.sha256(key.encode()).hexdigest()}"
-    guard = GuardModel(guard_key, owner=event_id, expires_at=now + IDEMPOTENCY_SECONDS)
+# --------------------------------------------------------------------------- idempotency
+
+
+@dataclass(frozen=True)
+class _Claim:
+    event_id: str
+    done: bool = False
+    resumed: bool = False
+
+
+def _idempotency_key(tenant_id: str, key: str) -> str:
+    return f"idem#{tenant_id}#{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def _claim_idempotency(guard_key: str, event_id: str) -> _Claim:
+    """Own ``guard_key`` for ``event_id``, or learn which event owns it (waiting a little for a
+    live owner to finish)."""
+    deadline = time.monotonic() + WAIT_FOR_OWNER_SECONDS
+    while True:
+        now = time.time()
+        guard = GuardModel(
+            guard_key,
+            owner=event_id,
+            expires_at=int(now) + IDEMPOTENCY_SECONDS,
+            lease_until=now + CLAIM_LEASE_SECONDS,
+        )
+        try:
+            guard.save(
+                condition=GuardModel.key.does_not_exist() | (GuardModel.expires_at < int(now))
+            )
+            return _Claim(event_id)
+        except PutError as exc:
+            if exc.cause_response_code != "ConditionalCheckFailedException":
+                raise
+        existing = read_guard(guard_key)
+        if existing is None:  # expired and removed in between: claim it again
+            continue
+        if existing.owner == event_id:  # our own put committed; only its answer was lost
+            return _Claim(event_id)
+        owner = existing.owner or event_id
+        if existing.payload == DONE:
+            return _Claim(owner, done=True)
+        held = existing.lease_until
+        if held is None or float(held) < now:
+            if _take_over(existing, held, now):
+                return _Claim(owner, resumed=True)
+            continue
+        if time.monotonic() >= deadline:
+            raise InProgress(owner)
+        time.sleep(0.1)
+
+
+def _take_over(guard: GuardModel, held: float | None, now: float) -> bool:
+    condition = (
+        GuardModel.lease_until.does_not_exist() if held is None else GuardModel.lease_until == held
+    )
     try:
-        guard.save(condition=GuardModel.key.does_not_exist() | (GuardModel.expires_at < now))
-        return event_id
-    except PutError as exc:
-        if exc.cause_response_code != "ConditionalCheckFailedException":
+        guard.update(
+            actions=[GuardModel.lease_until.set(now + CLAIM_LEASE_SECONDS)],
+            condition=condition & GuardModel.payload.does_not_exist(),
+        )
+    except UpdateError as exc:
+        if exc.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def _settle_idempotency(guard_key: str, event_id: str, done: bool) -> None:
+    """Mark the key done, or give its lease back after a failure (so the publisher's retry
+    need not wait for it to run out). A failure here only delays: the lease runs out."""
+    actions: list[Any] = (
+        [GuardModel.payload.set(DONE), GuardModel.lease_until.remove()]
+        if done
+        else [GuardModel.lease_until.set(0)]
+    )
+    try:
+        GuardModel(guard_key).update(actions=actions, condition=GuardModel.owner == event_id)
+    except Exception:
+        if done:
             raise
-    existing = read_guard(guard_key)
-    if existing is None or existing.owner is None:  # expired and removed in between: take it
-        return _claim_idempotency(tenant_id, key, event_id)
-    return existing.owner
+        log.warning("could not give back the idempotency lease of event %s", event_id)
+
+
+# --------------------------------------------------------------------------- publishing
 
 
 def publish(
@@ -75,47 +178,70 @@ def publish(
     families: Iterable[str] | None = None,
 ) -> Published:
     event_id = new_id()
-    fresh = True
-    if idempotency_key:
-        owner = _claim_idempotency(tenant_id, idempotency_key, event_id)
-        if owner != event_id:
-            existing = deliveries.get_event(owner)
-            if existing is not None:
-                logs.bind(tenant_id=tenant_id, event_id=owner)
-                return _resume(existing)
-            event_id, fresh = owner, False  # the first request died before recording the event
+    resumed = False
+    guard_key = _idempotency_key(tenant_id, idempotency_key) if idempotency_key else None
+    if guard_key is not None:
+        claim = _claim_idempotency(guard_key, event_id)
+        event_id, resumed = claim.event_id, claim.resumed
+        if claim.done:
+            logs.bind(tenant_id=tenant_id, event_id=event_id)
+            return _replayed(event_id)
     logs.bind(tenant_id=tenant_id, event_id=event_id)  # until the caller's log scope ends
+    try:
+        published = _accept(
+            event_id,
+            tenant_id,
+            event_type,
+            payload,
+            campaign_id=campaign_id,
+            selection=selection,
+            test=test,
+            families=families,
+            resumed=resumed,
+        )
+    except Exception:
+        if guard_key is not None:
+            _settle_idempotency(guard_key, event_id, done=False)
+        raise
+    if guard_key is not None:
+        _settle_idempotency(guard_key, event_id, done=True)
+    return published
+
+
+def _replayed(event_id: str) -> Published:
+    existing = deliveries.get_event(event_id)
+    count = 0
+    if existing is not None:
+        count = int(existing.delivery_count or 0) or len(existing.delivery_ids or [])
+    return Published(event_id, count, repeated=True)
+
+
+def _accept(
+    event_id: str,
+    tenant_id: str,
+    event_type: str,
+    payload: dict[str, Any],
+    *,
+    campaign_id: str | None,
+    selection: str | None,
+    test: bool,
+    families: Iterable[str] | None,
+    resumed: bool,
+) -> Published:
+    existing = deliveries.get_event(event_id) if resumed else None
     event = PublishedEvent(
         event_id=event_id,
         tenant_id=tenant_id,
         event_type=event_type,
-        received_at=fmt(utcnow()),
+        received_at=existing.received_at if existing is not None else fmt(utcnow()),
         payload=payload,
         campaign_id=campaign_id,
         selection=selection,
         test=test,
     )
     wanted = set(families) if families is not None else None
-    targets = [
-        target
-        for fam in registry.families()
-        if wanted is None or fam.name in wanted
-        for target in fam.match(event)
-    ]
-    now = fmt(utcnow())
-    records = [deliveries.build(new, now) for new in _new_deliveries(event, targets)]
-    # Deliveries first, then the event that lists them: a request that dies in between leaves
-    # nothing a repeat (same idempotency key) cannot finish.
-    if fresh:
-        deliveries.write_new(records)
-    else:
-        for rec in records:
-            deliveries.write_if_absent(rec)
-    buffered = sum(
-        fam.buffer(event)
-        for fam in registry.families()
-        if (wanted is None or fam.name in wanted) and isinstance(fam, registry.BufferingFamily)
-    )
+    chosen = [fam for fam in registry.families() if wanted is None or fam.name in wanted]
+    targets = [target for fam in chosen for target in fam.match(event)]
     record = EventModel(
         event_id,
         tenant_id=tenant_id,
@@ -125,20 +251,48 @@ def publish(
         selection=selection,
         payload=json.dumps(payload, separators=(",", ":")),
         test=test,
-        delivery_ids=[rec.delivery_id for rec in records],
+        delivery_count=len(targets),
         fanned_out=False,
+        expires_at=deliveries.retention_expiry(),
     )
     record.save()
-    queue.send_now([deliver_message(rec.delivery_id, 1) for rec in records])
+    records: list[deliveries.DeliveryModel] = []
+    if len(targets) <= FANOUT_INLINE_LIMIT:
+        records = _write_deliveries(event, targets, first_time=not resumed)
+        queue.send_now([deliver_message(rec.delivery_id, 1) for rec in records])
+    else:
+        queue.send_now(
+            [
+                _fanout_message(event, number, targets[start : start + FANOUT_CHUNK])
+                for number, start in enumerate(range(0, len(targets), FANOUT_CHUNK))
+            ]
+        )
+    buffered = sum(fam.buffer(event) for fam in chosen if isinstance(fam, registry.BufferingFamily))
     record.update(actions=[EventModel.fanned_out.set(True)])
     log.info(
-        "event %s accepted: %s deliveries, %s buffered",
+        "event %s accepted: %s deliveries%s, %s buffered",
         event_type,
-        len(records),
+        len(targets),
+        "" if len(targets) <= FANOUT_INLINE_LIMIT else " (fan-out queued in chunks)",
         buffered,
         extra={"delivery_ids": [rec.delivery_id for rec in records][:50]},
     )
-    return Published(event_id, len(records) + buffered)
+    return Published(event_id, len(targets) + buffered)
+
+
+def _write_deliveries(
+    event: PublishedEvent, targets: Sequence[Target], *, first_time: bool
+) -> list[deliveries.DeliveryModel]:
+    """The deliveries of ``targets``: batch-written the first time (their ids are new), else
+    each with a conditional put, so one that has moved on is never reset and sent again."""
+    now = fmt(utcnow())
+    records = [deliveries.build(new, now) for new in _new_deliveries(event, targets)]
+    if first_time:
+        deliveries.write_new(records)
+    else:
+        for rec in records:
+            deliveries.write_if_absent(rec)
+    return records
 
 
 def _new_deliveries(event: PublishedEvent, targets: Sequence[Target]) -> list[NewDelivery]:
@@ -156,22 +310,106 @@ def _new_deliveries(event: PublishedEvent, targets: Sequence[Target]) -> list[Ne
     ]
 
 
-def _resume(existing: EventModel) -> Published:
-    """The same idempotency key again: answer as the first time, finishing its fan-out if the
-    first request died before sending the work messages (duplicates are harmless: each attempt
-    is claimed once)."""
-    ids = list(existing.delivery_ids or [])
-    if not existing.fanned_out:
-        found = deliveries.get_many(ids)
-        queue.send_now(
-            [
-                deliver_message(delivery_id, 1)
-                for delivery_id in ids
-                if delivery_id in found and int(found[delivery_id].attempt_count) == 0
-            ]
-        )
-        existing.update(actions=[EventModel.fanned_out.set(True)])
-    return Published(existing.event_id, len(ids), repeated=True)
+# --------------------------------------------------------------------------- fan-out chunks
+
+
+def _fanout_message(
+    event: PublishedEvent, number: int, targets: Sequence[Target]
+) -> dict[str, Any]:
+    """One chunk of a large fan-out. It carries its targets (as matched when the event was
+    accepted) but not the event, which the chunk reads from the event record."""
+    return {
+        "kind": FANOUT_KIND,
+        "tenant_id": event.tenant_id,
+        "event_id": event.event_id,
+        "chunk": number,
+        "targets": [[t.family, t.target_id, t.target, t.content] for t in targets],
+    }
+
+
+def handle_fanout(message: dict[str, Any]) -> None:
+    """Write one chunk's deliveries and send their messages, once per chunk: a guard item per
+    chunk holds a lease while it runs and says ``done`` after. A repeat of a finished chunk does
+    nothing; a repeat of one whose worker died redoes it with conditional puts."""
+    event_id = str(message["event_id"])
+    number = int(message["chunk"])
+    stored = deliveries.get_event(event_id)
+    if stored is None:
+        log.warning("event %s does not exist; dropping fan-out chunk %s", event_id, number)
+        return
+    first_time = _claim_chunk(f"fanout#{event_id}#{number}")
+    if first_time is None:
+        return
+    event = PublishedEvent(
+        event_id=event_id,
+        tenant_id=stored.tenant_id,
+        event_type=stored.event_type,
+        received_at=stored.received_at,
+        payload=json.loads(stored.payload),
+        campaign_id=stored.campaign_id,
+        selection=stored.selection,
+        test=bool(stored.test),
+    )
+    targets = [Target(str(f), str(i), str(t), dict(c)) for f, i, t, c in message["targets"]]
+    records = _write_deliveries(event, targets, first_time=first_time)
+    queue.send_now([deliver_message(rec.delivery_id, 1) for rec in records])
+    GuardModel(f"fanout#{event_id}#{number}").update(
+        actions=[GuardModel.payload.set(DONE), GuardModel.lease_until.remove()]
+    )
+
+
+def _claim_chunk(key: str) -> bool | None:
+    """True: ours, first time; False: ours, redo (a worker died on it); None: nothing to do
+    (done already, or another copy of the message holds the lease right now)."""
+    token = new_id()
+    now = time.time()
+    guard = GuardModel(
+        key,
+        owner=token,
+        lease_until=now + CHUNK_LEASE_SECONDS,
+        expires_at=deliveries.retention_expiry(now),
+    )
+    try:
+        guard.save(condition=GuardModel.key.does_not_exist())
+        return True
+    except PutError as exc:
+        if exc.cause_response_code != "ConditionalCheckFailedException":
+            raise
+    existing = read_guard(key)
+    if existing is None:
+        raise LeaseHeld(f"fan-out chunk {key} vanished; try again")
+    if existing.owner == token:  # our put committed; its answer was lost
+        return True
+    if existing.payload == DONE:
+        return None
+    held = existing.lease_until
+    if held is not None and float(held) >= now:
+        # Another copy of this message is being handled right now. This copy can go: if that
+        # worker dies, its own copy comes back from SQS (it is deleted only on success) and
+        # takes the lease over.
+        log.info("fan-out chunk %s is being written by another worker; duplicate dropped", key)
+        return None
+    if not _take_over(existing, held, now):
+        raise LeaseHeld(f"fan-out chunk {key} was taken over by another worker")
+    return False
+
+
+def _fanout_dead_letter(message: dict[str, Any]) -> None:
+    """SQS gave up on a chunk: its deliveries may be partly written. Write the rest (each with a
+    conditional put) and queue them, so nothing of the event is lost; a failure here leaves the
+    message to this handler's own redrive."""
+    key = f"fanout#{message['event_id']}#{message['chunk']}"
+    existing = read_guard(key)
+    if existing is not None and existing.payload == DONE:
+        return
+    stored = deliveries.get_event(str(message["event_id"]))
+    if stored is None:
+        return
+    GuardModel(key, lease_until=0).save()
+    handle_fanout(message)
+
+
+registry.register_kind(FANOUT_KIND, handle_fanout, _fanout_dead_letter)
 
 
 def deliver_direct(
@@ -202,6 +440,7 @@ def deliver_direct(
                 content={**content, **target.content},
             ),
             fmt(utcnow()),
+            due=due_at,
         )
     )
     message = deliver_message(delivery_id, 1)

@@ -57,14 +57,30 @@ def _encode(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"), sort_keys=True)
 
 
+SQS_BATCH_BYTES = 250_000  # SendMessageBatch carries at most 256 KiB in all; keep a margin
+
+
+def _batches(bodies: Sequence[str]) -> list[list[str]]:
+    """Groups of at most ten messages and ``SQS_BATCH_BYTES`` each."""
+    groups: list[list[str]] = []
+    size = 0
+    for body in bodies:
+        if not groups or len(groups[-1]) == SQS_BATCH or size + len(body) > SQS_BATCH_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(body)
+        size += len(body)
+    return groups
+
+
 def send_now(messages: Sequence[dict[str, Any]], delay_seconds: int = 0) -> None:
-    """SendMessageBatch in tens; raises if any entry failed (the caller's retry covers it)."""
+    """SendMessageBatch in tens (and under SQS's size limit); raises if any entry failed (the
+    caller's retry covers it)."""
     url = queue_url()
-    for start in range(0, len(messages), SQS_BATCH):
-        chunk = messages[start : start + SQS_BATCH]
+    for chunk in _batches([_encode(m) for m in messages]):
         entries = [
-            {"Id": str(i), "MessageBody": _encode(m), "DelaySeconds": delay_seconds}
-            for i, m in enumerate(chunk)
+            {"Id": str(i), "MessageBody": body, "DelaySeconds": delay_seconds}
+            for i, body in enumerate(chunk)
         ]
         Counters.send_calls += 1
         response = _sqs().send_message_batch(QueueUrl=url, Entries=entries)

@@ -131,8 +131,17 @@ def handle_fire(message: dict[str, Any]) -> None:
     if record is None:
         log.warning("callback %s does not exist; dropping firing %s", callback_id, firing + 1)
         return
-    if int(record.fired_count) != firing + 1 or record.state not in rules.LIVE_STATES:
-        return  # not started (cancelled before it was due), or long since superseded
+    if int(record.fired_count) <= firing:
+        return  # not started: cancelled (or stopped) before it was due
+    if int(record.fired_count) > firing + 1 or record.state not in rules.LIVE_STATES:
+        # Started, and the series has moved on since (or ended). This message is a late copy:
+        # if the worker that started the firing died before creating its delivery, the
+        # firing would be lost, so make sure it exists (a conditional put; nothing is sent
+        # twice: the delivery's first attempt is claimed once).
+        if deliveries.get(delivery_id_for(callback_id, firing)) is None:
+            log.warning("firing %s of %s had no delivery; creating it", firing + 1, callback_id)
+            _run_first_attempt(record, firing)
+        return
     if record.repeat_type == "interval" and record.state == store.SCHEDULED:
         next_at = _stored_time(record.next_fire_at)
         if next_at is not None:  # before the attempt: a slow receiver must not delay it
@@ -160,6 +169,22 @@ def _run_first_attempt(record: store.ScheduledCallbackModel, firing: int) -> Non
     send, record, retries on SQS or due items, dead letters, ``on_final``, exactly as a queued
     attempt. ``ingest.deliver_direct`` would queue that attempt instead; running it inline saves
     a queue round trip on every firing, which matters for fire-time lag."""
+    delivery_id = _write_firing_delivery(record, firing)
+    _started.record = record
+    try:
+        dispatcher.handle_deliver(dispatcher.deliver_message(delivery_id, 1))
+    finally:
+        _started.record = None
+
+
+FIRE_REDRIVES = 3
+"""How often a dead-lettered ``fire`` message of a firing that never started is put back on
+the queue before the series is stopped: AWS throttling a few receives in a row must not end a
+customer's series."""
+
+
+def _write_firing_delivery(record: store.ScheduledCallbackModel, firing: int) -> str:
+    """The delivery of firing ``firing`` (a conditional put: created once)."""
     delivery_id = delivery_id_for(record.callback_id, firing)
     deliveries.write_if_absent(
         deliveries.build(
@@ -180,25 +205,41 @@ def _run_first_attempt(record: store.ScheduledCallbackModel, firing: int) -> Non
             fmt(_now()),
         )
     )
-    _started.record = record
-    try:
-        dispatcher.handle_deliver(dispatcher.deliver_message(delivery_id, 1))
-    finally:
-        _started.record = None
+    return delivery_id
+
+
+def repair_firing(record: store.ScheduledCallbackModel, firing: int) -> None:
+    """A firing that started without a delivery (its worker died in between): create it and
+    queue its first attempt, as any delivery's (used by the reconciler)."""
+    delivery_id = _write_firing_delivery(record, firing)
+    queue.send_now([dispatcher.deliver_message(delivery_id, 1)])
 
 
 def handle_fire_dead_letter(message: dict[str, Any]) -> None:
-    """SQS gave up on a ``fire`` message: the series cannot go on; say so where users look."""
+    """SQS gave up on a ``fire`` message. Only what it carried can fail: if its firing started
+    (the series moved on, or this was a stale copy) nothing happens, beyond making sure that
+    firing's delivery exists. If it never started, it is put back on the queue up to
+    ``FIRE_REDRIVES`` times, and only then is the series stopped, where users look."""
     record = store.get(str(message["tenant_id"]), str(message["callback_id"]))
-    if record is None:
+    if record is None or record.state not in rules.LIVE_STATES:
         return
     firing = int(message["firing"])
-    if int(record.fired_count) in (firing, firing + 1):
-        store.mark_failed(
-            record,
-            f"dead-lettered: the scheduler could not process firing {firing + 1}",
-            _now(),
-        )
+    fired = int(record.fired_count)
+    if fired > firing:
+        if deliveries.get(delivery_id_for(record.callback_id, firing)) is None:
+            repair_firing(record, firing)
+        return
+    if fired < firing or record.state != store.SCHEDULED:
+        return  # a message for a firing that is not the next one: stale
+    redrives = int(message.get("redrives", 0))
+    if redrives < FIRE_REDRIVES:
+        queue.send_now([{**message, "redrives": redrives + 1}])
+        return
+    store.mark_failed(
+        record,
+        f"dead-lettered: the scheduler could not process firing {firing + 1}",
+        _now(),
+    )
 
 
 registry.register_kind(FIRE_KIND, handle_fire, handle_fire_dead_letter)

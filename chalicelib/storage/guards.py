@@ -25,6 +25,7 @@ class GuardModel(Model):
     payload = UnicodeAttribute(null=True)  # idempotency guards: the response to replay
     expires_at = NumberAttribute(null=True)  # epoch seconds; DynamoDB TTL attribute
     failing_since = NumberAttribute(null=True)  # target health: epoch of the first failure in a row
+    lease_until = NumberAttribute(null=True)  # work guards (idempotency, fan-out chunks): epoch
 
 
 def read_guard(key: str) -> GuardModel | None:

@@ -26,16 +26,17 @@ import hashlib
 import json
 import secrets as pysecrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
+from chalicelib import settings
 from chalicelib.domain import scheduled as rules
 from chalicelib.domain.timeutil import fmt, parse_stored
 from chalicelib.storage import due, scheduled_secrets
@@ -44,6 +45,7 @@ from chalicelib.storage.due import DueItemModel
 from chalicelib.storage.guards import GuardModel
 
 SCHEDULED, FIRING, COMPLETED, FAILED, CANCELLED = rules.STATES
+OPEN_SHARDS = 4
 GUARD_GRACE_SECONDS = 24 * 3600
 """A duplicate guard outlives its callback's time by a day (then DynamoDB's TTL removes it; a
 create for a past time is refused anyway, so an expired guard can never be needed)."""
@@ -58,6 +60,19 @@ class ByTenantState(GlobalSecondaryIndex["ScheduledCallbackModel"]):
 
     tenant_state = UnicodeAttribute(hash_key=True)
     callback_id = UnicodeAttribute(range_key=True)
+
+
+class ByOpen(GlobalSecondaryIndex["ScheduledCallbackModel"]):
+    """The reconciler's sparse index: only live callbacks carry ``open_bucket``, keyed by the
+    hour (and shard) of when their next step is due (the next firing, or the end of the one
+    running). Reading what is overdue costs what is overdue, not what is scheduled."""
+
+    class Meta:
+        index_name = "by_open"
+        projection = KeysOnlyProjection()
+
+    open_bucket = UnicodeAttribute(hash_key=True)
+    open_due = NumberAttribute(range_key=True)
 
 
 class ScheduledCallbackModel(Model):
@@ -84,8 +99,12 @@ class ScheduledCallbackModel(Model):
     created_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
     duplicate_key = UnicodeAttribute()
+    open_bucket = UnicodeAttribute(null=True)  # only while live (``ByOpen``)
+    open_due = NumberAttribute(null=True)  # epoch seconds the next step is due
+    expires_at = NumberAttribute(null=True)  # DynamoDB TTL, once finished: + the retention
 
     by_tenant_state = ByTenantState()
+    by_open = ByOpen()
 
     @property
     def repeat(self) -> rules.Repeat | None:
@@ -193,6 +212,8 @@ def create(tenant_id: str, request: rules.CreateRequest, now: datetime) -> Creat
         created_at=fmt(now),
         updated_at=fmt(now),
         duplicate_key=key,
+        open_bucket=open_bucket(callback_id, request.callback_time.timestamp()),
+        open_due=round(request.callback_time.timestamp(), 3),
     )
     due_at = request.callback_time.timestamp()
     outbox = _outbox_item(
@@ -257,12 +278,62 @@ def list_page(
     return found, None
 
 
-def _state_actions(record: ScheduledCallbackModel, state: str, now: datetime) -> list[Any]:
+def open_bucket(callback_id: str, due: float) -> str:
+    """``<hour>#<shard>`` of when a live callback's next step is due (``ByOpen``)."""
+    hour = datetime.fromtimestamp(due, UTC).strftime("%Y-%m-%dT%H")
+    shard = int(hashlib.sha256(callback_id.encode()).hexdigest()[:8], 16) % OPEN_SHARDS
+    return f"{hour}#{shard}"
+
+
+def _open_actions(callback_id: str, due: float) -> list[Any]:
     return [
+        ScheduledCallbackModel.open_bucket.set(open_bucket(callback_id, due)),
+        ScheduledCallbackModel.open_due.set(round(due, 3)),
+    ]
+
+
+def _state_actions(
+    record: ScheduledCallbackModel, state: str, now: datetime, due: datetime | None = None
+) -> list[Any]:
+    """The state change, and what follows from it: a live callback (scheduled, firing) carries
+    when its next step is due in the reconciler's sparse index; a finished one leaves that index
+    and expires after the stage's retention period."""
+    actions: list[Any] = [
         ScheduledCallbackModel.state.set(state),
         ScheduledCallbackModel.tenant_state.set(f"{record.tenant_id}#{state}"),
         ScheduledCallbackModel.updated_at.set(fmt(now)),
     ]
+    if state in rules.LIVE_STATES:
+        actions.extend(_open_actions(record.callback_id, (due or now).timestamp()))
+    else:
+        actions.extend(
+            [
+                ScheduledCallbackModel.open_bucket.remove(),
+                ScheduledCallbackModel.open_due.remove(),
+                ScheduledCallbackModel.expires_at.set(
+                    int(now.timestamp() + settings.retention_seconds())
+                ),
+            ]
+        )
+    return actions
+
+
+def rearm(tenant_id: str, callback_id: str, seen_due: float, due: float) -> bool:
+    """The reconciler handled a callback whose next step was overdue: look again at ``due``."""
+    return _conditional_update(
+        skeleton(tenant_id, callback_id),
+        _open_actions(callback_id, due),
+        ScheduledCallbackModel.state.is_in(*rules.LIVE_STATES)
+        & (ScheduledCallbackModel.open_due == seen_due),
+    )
+
+
+def open_due_before(bucket: str, until: float) -> Iterator[tuple[str, str, float]]:
+    """(tenant id, callback id, due) of live callbacks in ``bucket`` due at or before ``until``."""
+    for item in ScheduledCallbackModel.by_open.query(
+        bucket, range_key_condition=ScheduledCallbackModel.open_due <= until
+    ):
+        yield item.tenant_id, item.callback_id, float(item.open_due)
 
 
 def _conditional_update(
@@ -289,7 +360,7 @@ def start_firing(
     ``firing`` firings have started. ``state``/``next_fire_at`` say what follows it: another
     firing already scheduled (interval series) or ``firing`` (nothing yet)."""
     actions = [
-        *_state_actions(record, state, now),
+        *_state_actions(record, state, now, due=next_fire_at if state == SCHEDULED else None),
         ScheduledCallbackModel.fired_count.set(firing + 1),
         ScheduledCallbackModel.last_fired_at.set(fmt(now)),
         ScheduledCallbackModel.next_fire_at.set(fmt(next_fire_at))
@@ -343,7 +414,7 @@ def finish_firing(
     ``completed``/``failed``, and records the firing's outcome, in one write. Only from
     ``firing`` with that firing the latest one."""
     actions = [
-        *_state_actions(record, state, now),
+        *_state_actions(record, state, now, due=next_fire_at),
         ScheduledCallbackModel.next_fire_at.set(fmt(next_fire_at))
         if next_fire_at
         else ScheduledCallbackModel.next_fire_at.remove(),

@@ -33,4 +33,11 @@ ALL_MODELS: list[type[Model]] = [
     CallNotifierModel,
 ]
 
-TTL_ATTRIBUTES: dict[str, str] = {GuardModel.Meta.table_name: "expires_at"}
+TTL_ATTRIBUTES: dict[str, str] = {
+    model.Meta.table_name: "expires_at"
+    for model in (GuardModel, EventModel, DeliveryModel, ScheduledCallbackModel)
+}
+"""Tables whose items DynamoDB deletes once ``expires_at`` (epoch seconds) has passed: guards
+(idempotency keys, fan-out chunks), and, after the stage's retention period
+(``RINGBACK_RETENTION_DAYS``), events, deliveries with their attempts and finished scheduled
+callbacks. The embedded AWS never deletes them; readers treat expired items as gone."""

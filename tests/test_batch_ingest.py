@@ -1,0 +1,58 @@
+"""POST /events with a JSON array: up to 100 events in one request, each accepted or refused on
+its own, answered in order (issue 16: API Gateway's per-request price paid once per batch)."""
+
+from __future__ import annotations
+
+import json
+
+from tests.test_delivery_engine import Receiver, register
+
+
+def post(client, tenant, body, headers=None):
+    return client.http.post(
+        "/events", headers={**tenant.headers, **(headers or {})}, body=json.dumps(body)
+    )
+
+
+def test_a_batch_is_accepted_event_by_event_in_order(client, make_tenant, worker, httpserver):
+    owner = make_tenant()
+    other = make_tenant()
+    receiver = Receiver(httpserver)
+    register(client, owner, receiver.url)
+    batch = [
+        {"event_type": "order.paid", "payload": {"n": 1}, "idempotency_key": "a"},
+        {"event_type": "", "payload": {}},
+        {"event_type": "order.paid", "payload": {"n": 2}},
+        "not an object",
+        {"event_type": "order.paid", "tenant_id": other.tenant_id},
+        {"event_type": "order.paid", "payload": {"n": 1}, "idempotency_key": "a"},
+    ]
+    response = post(client, owner, batch)
+    assert response.status_code == 200, response.json_body
+    body = response.json_body
+    assert (body["accepted"], body["refused"]) == (3, 3)
+    statuses = [r["status"] for r in body["results"]]
+    assert statuses == [202, 400, 202, 400, 403, 202]
+    first, empty, second, _, foreign, repeat = body["results"]
+    assert first["deliveries"] == 1 and second["deliveries"] == 1
+    assert empty["error"] == "invalid" and empty["field"] == "event_type"
+    assert foreign["error"] == "forbidden"
+    # the same idempotency key inside one batch is the same event
+    assert repeat["event_id"] == first["event_id"] and repeat["idempotent_replayed"] is True
+    worker.run_until_idle()
+    assert sorted(json.loads(r["body"])["n"] for r in receiver.requests) == [1, 2]
+
+
+def test_a_batch_holds_one_to_a_hundred_events(client, make_tenant):
+    owner = make_tenant()
+    assert post(client, owner, []).status_code == 400
+    too_many = [{"event_type": "x"}] * 101
+    response = post(client, owner, too_many)
+    assert response.status_code == 400 and "100" in response.json_body["message"]
+    assert post(client, owner, [{"event_type": "x"}] * 100).status_code == 200
+
+
+def test_a_single_event_still_answers_202(client, make_tenant):
+    owner = make_tenant()
+    response = post(client, owner, {"event_type": "x"})
+    assert response.status_code == 202 and set(response.json_body) == {"event_id", "deliveries"}
