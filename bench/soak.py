@@ -67,6 +67,7 @@ class Options:
     publishers: int
     kills: tuple[float, ...]
     seed: int
+    reconcile_grace: float = 60.0
     aws_faults: float = 0.10
     aws_faults_seed: int = 12
     scheduled: int = 200
@@ -603,6 +604,7 @@ def soak_run(run: str, *, options: Options, log_dir: Path) -> Figures:
     overrides = {
         "RINGBACK_RETRY_SCHEDULE": options.schedule,
         "RINGBACK_HTTP_TIMEOUT": str(options.http_timeout),
+        "RINGBACK_RECONCILE_GRACE_SECONDS": str(options.reconcile_grace),
     }
     primary = FaultyReceiver(
         "primary",
@@ -831,6 +833,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument(
+        "--reconcile-grace",
+        type=float,
+        default=60.0,
+        help="RINGBACK_RECONCILE_GRACE_SECONDS of the stack (above the 31 s lease and 40 s "
+        "visibility)",
+    )
+    parser.add_argument(
         "--aws-faults", type=float, default=0.10, help="run 3: share of AWS calls that fail"
     )
     parser.add_argument("--aws-faults-seed", type=int, default=12)
@@ -859,6 +868,7 @@ def main(argv: list[str] | None = None) -> int:
         publishers=args.publishers,
         kills=tuple(float(f) for f in args.kills.split(",") if f.strip()),
         seed=args.seed,
+        reconcile_grace=args.reconcile_grace,
         aws_faults=args.aws_faults,
         aws_faults_seed=args.aws_faults_seed,
         scheduled=args.scheduled,
@@ -867,7 +877,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"soak: {options.events} events, receivers failing {options.fail_rate:.0%}, retry "
         f"schedule {options.schedule} s, HTTP timeout {options.http_timeout} s, visibility "
-        f"{options.visibility} s; run 3 adds {options.aws_faults:.0%} AWS faults (seed "
+        f"{options.visibility} s, reconcile grace {options.reconcile_grace:g} s; "
+        f"run 3 adds {options.aws_faults:.0%} AWS faults (seed "
         f"{options.aws_faults_seed}) and {options.scheduled} scheduled callbacks; stack logs "
         f"in {log_dir}",
         flush=True,
