@@ -174,6 +174,13 @@ class Stack:
             return None
         return found
 
+    def switch_faults(self, on: bool) -> None:
+        """Pause or resume the embedded AWS's faults (no-op without faults)."""
+        if self.aws_faults is None:
+            return
+        action = "resume" if on else "pause"
+        requests.post(f"{self.aws_url}/ringback-faults/{action}", timeout=10).raise_for_status()
+
     def stop(self) -> None:
         for process in (self.worker, self.api):
             if process is None or process.poll() is not None:

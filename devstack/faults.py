@@ -26,7 +26,8 @@ same faults. (A multi-threaded stack does not make its calls in a fixed order, s
 its fault *mix*, not which call got which fault.)
 
 Counts by service and kind: ``GET /ringback-faults/stats`` on the wrapped app, and printed by the
-local stack when it stops. Standalone proxy::
+local stack when it stops; ``POST /ringback-faults/pause`` and ``/resume`` switch the faults.
+Standalone proxy::
 
     python -m devstack.faults --upstream http://127.0.0.1:4566 --port 4567 --rate 0.1 --seed 7
 
@@ -56,6 +57,9 @@ from werkzeug.serving import make_server
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 STATS_PATH = "/ringback-faults/stats"
+SWITCH_PATHS = {"/ringback-faults/pause": False, "/ringback-faults/resume": True}
+"""``POST`` turns the faults off and on (the soak sets up its tenant and registrations with the
+faults paused: it measures the delivery path, not its own set-up)."""
 
 TARGET_PREFIXES = {
     "DynamoDB_20120810": "dynamodb",
@@ -336,7 +340,9 @@ class FaultInjector:
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        if path == STATS_PATH:
+        if path in SWITCH_PATHS and environ.get("REQUEST_METHOD") == "POST":
+            self.enabled = SWITCH_PATHS[path]
+        if path == STATS_PATH or path in SWITCH_PATHS:
             body = json.dumps(self.stats()).encode()
             start_response(
                 "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]

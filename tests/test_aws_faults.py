@@ -259,6 +259,10 @@ def test_proxy_forwards_and_fails(faulty: EmbeddedAws, injector: FaultInjector) 
         assert direct.get_item(TableName="t", Key={"pk": {"S": "via-proxy"}})["Item"]
         stats = requests.get(url + STATS_PATH, timeout=5).json()
         assert stats["by_kind"] == {"dynamodb InternalServerError": 1}
+        assert requests.post(url + "/ringback-faults/pause", timeout=5).json()["enabled"] is False
+        seen.clear()
+        ddb.put_item(TableName="t", Item={"pk": {"S": "paused"}})
+        assert seen == [(200, "")]
     finally:
         server.shutdown()
         server.server_close()
