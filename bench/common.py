@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH_ADMIN_KEY = "rbk_bench-admin"
 
 
-def start_embedded_aws() -> str:
+def start_embedded_aws(faults: float = 0.0, seed: int = 1) -> str:
     """Prepare the environment like the local stack and start an embedded AWS in a process of
     its own: AWS is not in the Lambda's process either, and moto's CPU then runs on the other
     core instead of competing with the engine's threads for this process's GIL."""
@@ -37,8 +37,9 @@ def start_embedded_aws() -> str:
     os.environ["RINGBACK_TABLE_PREFIX"] = "ringback-bench-"
     os.environ["RINGBACK_ADMIN_KEY_HASH"] = hashlib.sha256(BENCH_ADMIN_KEY.encode()).hexdigest()
     os.environ["RINGBACK_REPORT_BATCH_FAILURES"] = "true"
+    fault_args = ["--faults", str(faults), "--seed", str(seed)] if faults else []
     aws = subprocess.Popen(
-        [sys.executable, "-m", "devstack.embedded_aws", "--port", "0"],
+        [sys.executable, "-m", "devstack.embedded_aws", "--port", "0", *fault_args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

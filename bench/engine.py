@@ -204,48 +204,6 @@ def bench_throughput_at_receiver_latency(
     }
 
 
-def bench_fanout(count: int = 1000) -> dict[str, int | str]:
-    """A synthetic family matching ``count`` targets: the fan-out path alone (campaign
-    registrations cannot overlap per event type, so one event never reaches 1,000 of them)."""
-    from chalicelib.delivery import ingest, queue, registry
-    from chalicelib.delivery.registry import PublishedEvent, Skip, Target
-    from chalicelib.storage import deliveries
-
-    read = {"items": 0}
-
-    class Synthetic:
-        name = "bench-synthetic"
-
-        def match(self, event: PublishedEvent) -> list[Target]:
-            read["items"] += count  # what a Query returning ``count`` matches reads
-            return [
-                Target(self.name, f"t{i:04d}", f"http://127.0.0.1:9/t{i}") for i in range(count)
-            ]
-
-        def prepare(self, delivery, attempt_no, use_backup):  # type: ignore[no-untyped-def]
-            return Skip("bench")
-
-        def target_gone(self, delivery, reason):  # type: ignore[no-untyped-def]
-            pass
-
-    registry.register_family(Synthetic())
-    sends_before = queue.Counters.send_calls
-    started = time.perf_counter()
-    published = ingest.publish("f" * 24, "fanout", {"n": 1}, families=["bench-synthetic"])
-    elapsed = time.perf_counter() - started
-    stored = deliveries.get_event(published.event_id)
-    return {
-        "targets": count,
-        "deliveries_created": published.deliveries,
-        "event_lists_deliveries": len(stored.delivery_ids) if stored else 0,
-        "sqs_send_calls": queue.Counters.send_calls - sends_before,
-        "dynamodb_items_read_matching": read["items"],
-        "dynamodb_batch_write_calls": -(-count // 25),
-        "seconds_over_moto": round(elapsed, 2),
-        "target": "sends <= 100, reads ~ matches",
-    }
-
-
 def main() -> None:
     start_embedded_aws()
     meter = AwsCallMeter()
@@ -257,7 +215,7 @@ def main() -> None:
         "(b') the same at equal concurrency to the 50 ms receiver",
         bench_throughput_at_receiver_latency(slow, meter),
     )
-    show("(c) fan-out of one event to 1,000 targets", bench_fanout())
+    # (c) fan-out of one event to many targets: python -m bench.fanout
 
 
 if __name__ == "__main__":

@@ -190,6 +190,9 @@ def _publish_one(
                 data["event_id"], event_type, int(data["deliveries"]), len(answers) > 1, soak_id
             )
             return accepted, len(answers) - 1, answers
+        if answer.status_code == 429:  # over the tenant's events-per-second quota: wait
+            time.sleep(float(answer.headers.get("Retry-After", "1")))
+            continue
         if answer.status_code < 500:
             return None, len(answers) - 1, answers
         time.sleep(min(0.5 * 2**attempt, 4.0))

@@ -105,6 +105,9 @@ def _create_one(
             if p.secret:
                 receiver.trust(p.path, p.secret)  # now: its first firing may come soon
             return
+        if answer.status_code == 429:  # over the tenant's quota: wait and try again
+            time.sleep(float(answer.headers.get("Retry-After", "1")))
+            continue
         if answer.status_code < 500:
             return
         time.sleep(min(0.5 * 2**attempt, 4))

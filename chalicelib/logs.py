@@ -39,6 +39,8 @@ from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any
 
+from chalicelib.domain.redact import SENSITIVE_NAME, is_sensitive_name
+
 CONTEXT_FIELDS = ("stage", "tenant_id", "event_id", "delivery_id")
 """The ids every line carries when known (others, like ``callback_id``, may be bound too)."""
 
@@ -98,19 +100,14 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{8,}"), r"\1 " + REDACTED),
     # name=value in query strings and form bodies.
+    # (any name ``domain.redact`` calls sensitive: key=, api_key=, access_token=, pwd=, ...)
     (
-        re.compile(
-            r"(?i)\b((?:api_?key|[a-z_]*password|passwd|[a-z_]*secret|[a-z_]*token|signature)"
-            r"=)[^&\s\"'#]+"
-        ),
+        re.compile(rf"(?i)(?<![A-Za-z0-9_.\-])((?:{SENSITIVE_NAME})=)[^&\s\"'#;,]+"),
         r"\1" + REDACTED,
     ),
     # "password": "value" in JSON or repr'd dicts.
     (
-        re.compile(
-            r"""(?i)(["'](?:[a-z_\-]*password|passwd|[a-z_\-]*secret|api_?key|[a-z_\-]*token|"""
-            r"""signature)["']\s*:\s*)(["'])(?:\\.|(?!\2).)*\2"""
-        ),
+        re.compile(rf"""(?i)(["'](?:{SENSITIVE_NAME})["']\s*:\s*)(["'])(?:\\.|(?!\2).)*\2"""),
         r"\1\2" + REDACTED + r"\2",
     ),
     # Credentials in a URL: scheme://user:password@host
@@ -130,7 +127,11 @@ def redact(text: str) -> str:
 
 def _sensitive(name: str) -> bool:
     lowered = name.lower()
-    return lowered in _SENSITIVE_EXACT or any(part in lowered for part in _SENSITIVE_NAMES)
+    return (
+        lowered in _SENSITIVE_EXACT
+        or any(part in lowered for part in _SENSITIVE_NAMES)
+        or is_sensitive_name(lowered)
+    )
 
 
 def redact_value(name: str, value: Any) -> Any:

@@ -11,7 +11,19 @@ import os
 from dataclasses import dataclass
 
 MAX_RECEIVES = 5
-VISIBILITY_TIMEOUT = 120  # > the dispatcher Lambda's timeout (60 s), as SQS triggers require
+
+# Lambda sizing (issue 13). The dispatcher runs a batch's records in parallel threads and each
+# record makes at most one send, bounded by RINGBACK_HTTP_TIMEOUT (10 s): a batch of ten slow
+# receivers takes one deadline, plus the worker's early wait (2 s) and the AWS calls around the
+# send (claim, record, re-queue; each may be retried by botocore under throttling), for which
+# AWS_CALL_MARGIN is kept. .chalice/config.json sets these timeouts (tests/test_bounded_sends.py
+# checks that they agree), and the queues' visibility timeouts follow AWS's guidance for Lambda
+# event sources: at least six times the consuming function's timeout.
+AWS_CALL_MARGIN = 20
+DISPATCHER_TIMEOUT = 60
+DEAD_LETTERS_TIMEOUT = 60
+VISIBILITY_TIMEOUT = 6 * DISPATCHER_TIMEOUT
+DLQ_VISIBILITY_TIMEOUT = 6 * DEAD_LETTERS_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -20,6 +32,7 @@ class QueueSpec:
     dlq_name: str
     visibility_timeout: int = VISIBILITY_TIMEOUT
     max_receives: int = MAX_RECEIVES
+    dlq_visibility_timeout: int = DLQ_VISIBILITY_TIMEOUT
 
 
 def delivery_queue_name() -> str:

@@ -71,9 +71,10 @@ def retention_seconds() -> float:
 
 def reconcile_grace_seconds() -> float:
     """How long past its due time unfinished work may sit before the reconciler puts it back on
-    its way (``RINGBACK_RECONCILE_GRACE_SECONDS``, default 300): longer than an attempt's lease
-    and the queue's redelivery, so healthy work in flight is never touched."""
-    return float(_env("RINGBACK_RECONCILE_GRACE_SECONDS", "300"))
+    its way (``RINGBACK_RECONCILE_GRACE_SECONDS``, default 600): longer than an attempt's lease
+    and the queue's redelivery (visibility timeout 360 s), so healthy work in flight is never
+    touched."""
+    return float(_env("RINGBACK_RECONCILE_GRACE_SECONDS", "600"))
 
 
 def dead_target_seconds() -> float:

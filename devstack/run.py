@@ -10,7 +10,7 @@ Options for fault-injection runs (``make soak``, docs/soak.md); ``make run`` use
 - ``--env NAME=VALUE`` (repeatable) overrides a variable *after* the stage's values from
   ``.chalice/config.json`` are loaded (the stage would otherwise win over the process
   environment), e.g. ``--env RINGBACK_RETRY_SCHEDULE=1,1,2 --env RINGBACK_HTTP_TIMEOUT=1``.
-- ``--visibility-timeout S`` sets the delivery queue's SQS visibility timeout (default 120 s from
+- ``--visibility-timeout S`` sets the delivery queue's SQS visibility timeout (default 360 s from
   ``chalicelib/queues.py``), so a killed worker's in-flight messages come back sooner.
 - ``--no-worker`` serves the API and the embedded AWS only; ``--worker-only --aws-url URL`` runs
   only the worker, dead-letter and sweep loops against that embedded AWS. Together they are the

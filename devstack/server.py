@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from chalice.config import Config
 from chalice.local import (
@@ -13,6 +14,7 @@ from chalice.local import (
     ThreadedHTTPServer,
 )
 
+from chalicelib import logs
 from devstack.stage import stage_environment
 
 
@@ -29,6 +31,11 @@ class _Handler(ChaliceRequestHandler):
     Gateway; ``chalice local`` itself answers TRACE and CONNECT with a bare 501."""
 
     do_TRACE = do_CONNECT = ChaliceRequestHandler._generic_handle
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """The access line with keys and ``key=``/``token=``-style query values masked: a
+        client may still put its key in a URL (it gets a 401), and the line must not keep it."""
+        super().log_message("%s", logs.redact(format % args))
 
 
 class ApiServer:

@@ -74,6 +74,7 @@ class QueueDef:
     dlq_short_name: str
     visibility_timeout: int
     max_receives: int
+    dlq_visibility_timeout: int
     url_env: str | None = None  # the setting the app reads this queue's URL from
 
 
@@ -158,6 +159,7 @@ def queue_defs() -> list[QueueDef]:
             dlq_short_name=_strip_prefix(spec.dlq_name, prefix, "dead-letter queue"),
             visibility_timeout=spec.visibility_timeout,
             max_receives=spec.max_receives,
+            dlq_visibility_timeout=spec.dlq_visibility_timeout,
             url_env=QUEUE_URL_ENV["delivery"] if spec.name == delivery else None,
         )
         for spec in all_queues()
@@ -259,6 +261,9 @@ def _queue_resources(queue: QueueDef) -> tuple[Json, Json]:
             "Type": "AWS::SQS::Queue",
             "Properties": {
                 "QueueName": _named(queue.dlq_short_name),
+                # The dead_letters function consumes it: at least 6x its timeout, as for the
+                # work queue (an SQS trigger refuses a queue shorter than the function).
+                "VisibilityTimeout": queue.dlq_visibility_timeout,
                 "MessageRetentionPeriod": DLQ_RETENTION_SECONDS,
                 "SqsManagedSseEnabled": True,
                 "Tags": _stage_tags(),

@@ -504,3 +504,38 @@ def test_events_and_deliveries_expire_after_the_retention_period(
     assert failed["deliveries"] == []
     gone = client.http.get(f"/deliveries/{record.delivery_id}", headers=owner.headers)
     assert gone.status_code == 404
+
+
+def test_the_attempts_log_keeps_the_start_of_the_answer(client, make_tenant, worker, httpserver):
+    from werkzeug import Response
+
+    owner = make_tenant()
+    httpserver.expect_request("/talkative").respond_with_response(
+        Response("x" * 3000 + "tail", status=500)
+    )
+    register(client, owner, httpserver.url_for("/talkative"))
+    published = publish(client, owner)
+    worker.poll()
+    [delivery] = client.http.get(
+        f"/events/{published['event_id']}", headers=owner.headers
+    ).json_body["deliveries"]
+    [attempt] = client.http.get(
+        f"/deliveries/{delivery['delivery_id']}", headers=owner.headers
+    ).json_body["attempts"]
+    assert attempt["status_code"] == 500 and attempt["response"] == "x" * 512
+
+
+def test_the_attempts_log_never_shows_a_key_from_the_url(client, make_tenant, worker, httpserver):
+    owner = make_tenant()
+    receiver = Receiver(httpserver)
+    register(client, owner, receiver.url + "?token=s3cr3t-value&order=1")
+    published = publish(client, owner)
+    worker.run_until_idle()
+    assert receiver.requests[0]["args"]["token"] == "s3cr3t-value"  # the receiver gets it
+    [delivery] = client.http.get(
+        f"/events/{published['event_id']}", headers=owner.headers
+    ).json_body["deliveries"]
+    [attempt] = client.http.get(
+        f"/deliveries/{delivery['delivery_id']}", headers=owner.headers
+    ).json_body["attempts"]
+    assert "s3cr3t-value" not in attempt["url"] and "order=1" in attempt["url"]

@@ -153,6 +153,16 @@ class World:
         assert response.status_code == 201, response.json_body
         return name
 
+    def api_key(self) -> str:
+        """A fresh VIEWER key of the victim (to revoke); the key itself is a secret."""
+        response = self.call(
+            "POST", f"/admin/tenants/{self.victim.tenant_id}/keys", {"role": "VIEWER"}
+        )
+        assert response.status_code == 201, response.json_body
+        self.secret(response.json_body["key"])
+        self.marker(response.json_body["key_id"])
+        return str(response.json_body["key_id"])
+
     def scheduled(self) -> str:
         url = f"{self.receiver}/victim/scheduled/{self.n()}"
         params = {"api_key": self.victim.key, "callback_url": url, "callback_time": iso_in(3600)}
@@ -218,6 +228,9 @@ class Route:
     own_path: int | None = None  # PATH scope: another tenant on its own path with victim ids
     consumes: bool = False
     overrides: dict[str, int] = field(default_factory=dict)  # actor -> status
+    # actor -> status for a caller outside the victim's side that still succeeds (a reseller
+    # listing its own children): its response is searched for the victim's data
+    outsiders: dict[str, int] = field(default_factory=dict)
 
 
 def _cb(w: World, key: str) -> str:
@@ -325,7 +338,47 @@ def admin_routes() -> dict[tuple[str, str], Route]:
         # a tenant under the victim's reseller: only that reseller (and ADMIN) may
         return Req("POST", "/admin/tenants", {"name": "kid", "parent_id": w.parent.tenant_id})
 
+    def revoke(w: World, fresh: bool, t: str) -> Req:
+        key_id = w.dedicated("key-revoke", fresh, w.api_key)
+        return Req("DELETE", f"/admin/tenants/{t}/keys/{key_id}")
+
     return {
+        ("GET", "/admin/tenants"): Route(
+            HOUSE,
+            READ,
+            PATH,
+            lambda w, f, t: Req("GET", "/admin/tenants"),
+            200,  # the victim's reseller sees it among its children, the admin among all
+            overrides={"owner": 403},  # tenant keys list no tenants
+            outsiders={"stranger": 200},  # a reseller lists its own children, not the victim
+        ),
+        ("GET", "/admin/tenants/{tenant_id}/keys"): Route(
+            HOUSE,
+            OWN,
+            PATH,
+            lambda w, f, t: Req("GET", f"/admin/tenants/{t}/keys"),
+            200,
+            own_path=200,
+        ),
+        ("DELETE", "/admin/tenants/{tenant_id}/keys/{key_id}"): Route(
+            HOUSE, OWN, PATH, revoke, 204, own_path=404, consumes=True
+        ),
+        ("GET", "/admin/tenants/{tenant_id}/quotas"): Route(
+            HOUSE,
+            READ,
+            PATH,
+            lambda w, f, t: Req("GET", f"/admin/tenants/{t}/quotas"),
+            200,
+            own_path=200,
+        ),
+        ("PUT", "/admin/tenants/{tenant_id}/quotas"): Route(
+            HOUSE,
+            WRITE,
+            PATH,
+            lambda w, f, t: Req("PUT", f"/admin/tenants/{t}/quotas", {"events_per_second": 500}),
+            200,
+            overrides={"owner": 403, "parent": 403},  # only the operator changes quotas
+        ),
         ("POST", "/admin/tenants"): Route(
             HOUSE,
             WRITE,
@@ -602,6 +655,8 @@ def expectation(route: Route, actor: str) -> Expect | None:
         return refused(route, 401, actor)
     if actor in route.overrides:
         return outcome(route, route.overrides[actor], actor, True)
+    if actor in route.outsiders:
+        return outcome(route, route.outsiders[actor], actor, False)
     if actor == "owner":
         return Expect(route.ok, None, True)
     if actor == "viewer":
@@ -730,6 +785,12 @@ def snapshot(world: World) -> dict[str, Any]:
         response = world.client.http.get(url, headers=headers)
         assert response.status_code == 200, (url, response.body)
         state[url] = json.loads(response.body)
+    # the victim's keys, without last_used (refused callers' keys are used, rightly)
+    keys = world.client.http.get(f"/admin/tenants/{t}/keys", headers=owner)
+    assert keys.status_code == 200, keys.body
+    state["keys"] = [(k["key_id"], k["revoked_at"]) for k in json.loads(keys.body)["keys"]]
+    quotas = world.client.http.get(f"/admin/tenants/{t}/quotas", headers=owner)
+    state["quotas"] = json.loads(quotas.body)["quotas"]
     return state
 
 

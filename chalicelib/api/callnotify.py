@@ -30,7 +30,14 @@ from typing import Any
 from chalice import Blueprint, Response
 
 from chalicelib import settings
-from chalicelib.api.auth import Access, Denied, Reason, authenticate, authorize
+from chalicelib.api.auth import (
+    QUERY_KEY_MESSAGE,
+    Access,
+    Denied,
+    Reason,
+    authenticate,
+    authorize,
+)
 from chalicelib.api.common import BadBody, json_object
 from chalicelib.api.errors import ApiError, register_family
 from chalicelib.domain import callnotify as rules
@@ -41,6 +48,7 @@ from chalicelib.domain.ids import is_id
 from chalicelib.domain.timeutil import utcnow
 from chalicelib.storage import callnotify as store
 from chalicelib.storage import tenants
+from chalicelib.storage.quotas import QuotaExceeded
 
 log = logging.getLogger("ringback.api.callnotify")
 
@@ -53,6 +61,7 @@ MAX_URL_LENGTH = 2048
 
 UNAUTHORIZED = ("unauthorized", "A valid API key is required")
 INVALID_BODY = ("invalid_body", "The request body is not valid JSON")
+QUOTA_EXCEEDED = "quota_exceeded"  # 429, with Retry-After
 
 # Every operation of the family needs only READ: the seed lets a VIEWER create (see module doc).
 NEED = Need.READ
@@ -85,6 +94,8 @@ def _access(customer_id: str) -> Access:
     try:
         principal = authenticate(request)
     except Denied as exc:
+        if exc.reason is Reason.QUERY_KEY:  # the family's 401, saying where the key goes
+            raise _response(401, UNAUTHORIZED[0], QUERY_KEY_MESSAGE) from exc
         raise _response(401, *UNAUTHORIZED) from exc
     try:
         return authorize(principal, customer_id, NEED)
@@ -161,7 +172,12 @@ def list_notifiers(customer_id: str) -> list[dict[str, Any]]:
 def create_notifier(customer_id: str) -> Response:
     access = _access(customer_id)
     fields = _validated(_body(), partial=False)
-    created = store.create(access.tenant.tenant_id, fields, utcnow())
+    try:
+        created = store.create(access.tenant.tenant_id, fields, utcnow())
+    except QuotaExceeded as exc:  # the tenant's notifier quota
+        refusal = _response(429, QUOTA_EXCEEDED, exc.message)
+        refusal.response.headers["Retry-After"] = str(exc.retry_after)
+        raise refusal from exc
     view = notifier_view(created.notifier)
     view["signing_secret"] = created.signing_secret
     return Response(

@@ -6,6 +6,7 @@ naming the conflicting registration; 401/403/404 ``{"error": ..., "message": ...
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from chalice import Blueprint, Response
@@ -13,12 +14,14 @@ from chalice import Blueprint, Response
 from chalicelib.api.auth import Access
 from chalicelib.api.common import BadBody, check_destination, json_object
 from chalicelib.api.errors import ApiError, json_error
-from chalicelib.api.house import Refusals, json_body
+from chalicelib.api.events import MAX_PAYLOAD_BYTES
+from chalicelib.api.house import Refusals, json_body, quota_refusal
 from chalicelib.delivery import ingest
 from chalicelib.domain.access import Need
 from chalicelib.domain.campaign import CampaignInvalid, is_active, is_listed, validate_create
 from chalicelib.domain.timeutil import fmt, utcnow
 from chalicelib.storage import campaign as store
+from chalicelib.storage.quotas import QuotaExceeded
 
 bp = Blueprint(__name__)
 
@@ -90,6 +93,8 @@ def create_callback(company_id: str) -> Response:
         ) from exc
     except store.Contended as exc:
         raise json_error(503, "busy", "too many concurrent changes, retry") from exc
+    except QuotaExceeded as exc:
+        raise quota_refusal(exc) from exc
     view = registration_view(created.registration)
     view["signing_secret"] = created.signing_secret
     return Response(body=view, status_code=201, headers={"Location": view["url"]})
@@ -162,6 +167,10 @@ def send_test_event(company_id: str) -> Response:
     payload = body.get("payload", {})
     if not isinstance(payload, dict):
         raise json_error(400, "invalid", "payload must be a JSON object", field="payload")
+    if len(json.dumps(payload)) > MAX_PAYLOAD_BYTES:  # the same limit and measure as POST /events
+        raise json_error(
+            400, "invalid", f"payload is larger than {MAX_PAYLOAD_BYTES} bytes", field="payload"
+        )
     published = ingest.publish(
         company_id, event_type, payload, campaign_id=campaign_id, test=True, families=["campaign"]
     )

@@ -15,12 +15,12 @@ from typing import Any
 from chalice import Blueprint, Response
 
 from chalicelib.api.errors import ApiError, json_error
-from chalicelib.api.house import Refusals, json_body
+from chalicelib.api.house import Refusals, json_body, quota_refusal
 from chalicelib.delivery import ingest, registry
 from chalicelib.domain.access import Need, Principal, Role
 from chalicelib.domain.retry import Status
 from chalicelib.domain.timeutil import BadTimestamp, fmt, parse_zoned
-from chalicelib.storage import deliveries
+from chalicelib.storage import deliveries, quotas
 from chalicelib.storage.deliveries import DeliveryModel
 
 bp = Blueprint(__name__)
@@ -93,6 +93,10 @@ def _event_input(principal: Principal, body: dict[str, Any]) -> _EventInput:
         raise _invalid(
             field if top_level else f"payload.{field}" if why else "payload", str(exc)
         ) from exc
+    try:  # the tenant's events-per-second quota, after the checks, before anything is accepted
+        quotas.admit_event(tenant_id)
+    except quotas.QuotaExceeded as exc:
+        raise quota_refusal(exc) from exc
     return _EventInput(tenant_id, event_type, campaign_id, selection, payload)
 
 
@@ -252,6 +256,8 @@ def attempt_view(attempt: Any) -> dict[str, Any]:
     if attempt.error:
         view["error"] = attempt.error
     view["duration_ms"] = int(attempt.duration_ms)
+    if getattr(attempt, "response", None):
+        view["response"] = attempt.response
     return view
 
 

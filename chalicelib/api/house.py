@@ -12,10 +12,11 @@ from typing import Any
 
 from chalice.app import Request
 
-from chalicelib.api.auth import Access, Denied, authenticate, authorize
+from chalicelib.api.auth import QUERY_KEY_MESSAGE, Access, Denied, Reason, authenticate, authorize
 from chalicelib.api.common import BadBody, json_object
 from chalicelib.api.errors import ApiError, json_error
 from chalicelib.domain.access import Need, Principal
+from chalicelib.storage.quotas import QuotaExceeded
 
 UNAUTHORIZED = "a valid API key is required"
 
@@ -38,6 +39,8 @@ class Refusals:
         try:
             return authenticate(request)
         except Denied as exc:
+            if exc.reason is Reason.QUERY_KEY:
+                raise json_error(401, "unauthorized", QUERY_KEY_MESSAGE) from exc
             raise self.error(exc.status) from exc
 
     def access(self, principal: Principal, tenant_id: str, need: Need) -> Access:
@@ -53,3 +56,11 @@ def json_body(request: Request) -> dict[str, Any]:
         return json_object(request)
     except BadBody as exc:
         raise json_error(400, "invalid", str(exc), field=None) from exc
+
+
+def quota_refusal(exc: QuotaExceeded) -> ApiError:
+    """The house 429: ``{"error": "quota_exceeded", "message", "quota", "limit"}`` with
+    ``Retry-After``."""
+    error = json_error(429, "quota_exceeded", exc.message, quota=exc.quota, limit=exc.limit)
+    error.response.headers["Retry-After"] = str(exc.retry_after)
+    return error

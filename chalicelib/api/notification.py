@@ -26,7 +26,7 @@ import requests
 from chalice import Blueprint, Response
 
 from chalicelib import settings
-from chalicelib.api.auth import Denied, authenticate, authorize
+from chalicelib.api.auth import QUERY_KEY_MESSAGE, Denied, Reason, authenticate, authorize
 from chalicelib.api.common import check_destination
 from chalicelib.api.errors import ApiError, register_family
 from chalicelib.delivery import senders
@@ -40,6 +40,7 @@ from chalicelib.domain.timeutil import utcnow
 from chalicelib.domain.urlsafety import InvalidUrl, UnsafeDestination
 from chalicelib.storage import notification as store
 from chalicelib.storage import secrets
+from chalicelib.storage.quotas import QuotaExceeded
 
 log = logging.getLogger("ringback.api.notification")
 
@@ -87,6 +88,9 @@ def _tenant(need: Need) -> str:
         principal = authenticate(bp.current_request)
         authorize(principal, principal.tenant_id, need)
     except Denied as exc:
+        if exc.reason is Reason.QUERY_KEY:  # the family's 401, saying where the key goes
+            refusal = NotificationError(401, "Unauthorized", "UNAUTHORIZED", QUERY_KEY_MESSAGE)
+            raise _fail(refusal) from exc
         raise _fail(
             NotificationError.unauthorized() if exc.status == 401 else NotificationError.forbidden()
         ) from exc
@@ -141,9 +145,11 @@ def connects(url: str, user_name: str, password: str, signing_secrets: Sequence[
         "User-Agent": "Ringback/1.0",
         **signature_headers(signing_secrets, f"verify_{new_id()}", int(time.time()), body),
     }
+    # One overall deadline, with the response read bounded, as for deliveries (issue 13): a
+    # receiver trickling its answer or streaming without end cannot hold the API request.
     timeout = min(settings.http_timeout(), VERIFY_TIMEOUT_CAP)
     try:
-        response = senders.http_client().send(
+        reply = senders.http_client().send(
             "POST",
             url,
             headers=headers,
@@ -154,9 +160,8 @@ def connects(url: str, user_name: str, password: str, signing_secrets: Sequence[
     except (InvalidUrl, UnsafeDestination, requests.RequestException) as exc:
         log.info("verify of %s: no response (%s)", url, type(exc).__name__)
         return False
-    response.close()
-    log.info("verify of %s: HTTP %s", url, response.status_code)
-    return rules.connection_verified(response.status_code)
+    log.info("verify of %s: HTTP %s", url, reply.status_code)
+    return rules.connection_verified(reply.status_code)
 
 
 def _require_connection(spec: CallbackSpec, signing_secrets: Sequence[str]) -> None:
@@ -206,6 +211,10 @@ def create_callback() -> Response:
         raise _fail(NotificationError.url_exists(spec.url)) from exc
     except store.Changed as exc:
         raise _fail(NotificationError.busy()) from exc
+    except QuotaExceeded as exc:
+        refusal = _fail(NotificationError.quota_exceeded(exc.message))
+        refusal.response.headers["Retry-After"] = str(exc.retry_after)
+        raise refusal from exc
     log.info("notification callback %s created for tenant %s", spec.name, tenant_id)
     view = _view(record, "POST")
     view["signing_secret"] = signing_secret  # shown once, like campaign registrations

@@ -50,10 +50,10 @@ SECURITY_SCHEMES: dict[str, Schema] = {
         "type": "apiKey",
         "in": "query",
         "name": "api_key",
-        "description": "?api_key=<key> (the scheduled API's own spelling; accepted everywhere)",
+        "description": "?api_key=<key>: the scheduled API only (its seed's spelling)",
     },
 }
-KEYED: list[dict[str, list[str]]] = [{"bearer": []}, {"bareKey": []}, {"queryKey": []}]
+KEYED: list[dict[str, list[str]]] = [{"bearer": []}, {"bareKey": []}]
 
 
 class MissingDescription(LookupError):

@@ -36,6 +36,7 @@ from chalicelib.api.openapi_schema import (
 from chalicelib.delivery import registry, safe_http
 from chalicelib.domain import campaign as campaign_rules
 from chalicelib.domain import ids, timeutil
+from chalicelib.domain import quotas as quota_rules
 from chalicelib.domain.access import Role
 from chalicelib.domain.retry import Status
 
@@ -60,6 +61,8 @@ def house_error(extra: dict[str, Schema] | None = None) -> Schema:
         "conflicting_callback_id": string(),
         "replayed_by": string(),
         "event_id": string(),
+        "quota": string(),
+        "limit": integer(minimum=0),
     }
     properties.update(extra or {})
     return obj(properties, required=["error", "message"])
@@ -79,6 +82,12 @@ HOUSE_ERRORS = {
         503: "too many concurrent changes; retry",
     }.items()
 }
+RETRY_AFTER = string(pattern=r"^[0-9]+$", description="seconds to wait before retrying")
+HOUSE_ERRORS[429] = Body(
+    house_error(),
+    description="over one of the tenant's quotas (`quota` names it); see Retry-After",
+    headers={"Retry-After": RETRY_AFTER},
+)
 
 SERVICE = Family(
     tag="service",
@@ -90,7 +99,7 @@ ADMIN = Family(
     tag="admin",
     description="Tenants and API keys (admin key, resellers, owners).",
     errors=HOUSE_ERRORS,
-    path_params={"tenant_id": ID},
+    path_params={"tenant_id": ID, "key_id": string(min_length=1, max_length=200)},
 )
 CAMPAIGN = Family(
     tag="campaign",
@@ -133,8 +142,105 @@ TENANT_VIEW = obj(
 ROLE = enum(Role.__members__)
 
 
+KEY_ID = string(
+    pattern=regex(ids._ID), description="a key's id: 24 lowercase hex characters (never the key)"
+)
+KEY_VIEW = obj(
+    {
+        "key_id": KEY_ID,
+        "prefix": string(max_length=8, description="the key's first characters"),
+        "role": ROLE,
+        "created_at": TIMESTAMP,
+        "last_used": nullable(TIMESTAMP),
+        "expires_at": nullable(TIMESTAMP),
+        "revoked_at": nullable(TIMESTAMP),
+    }
+)
+_COUNT = integer(minimum=0, maximum=quota_rules.MAX_LIMIT)
+_PER_FAMILY = obj({f: _COUNT for f in quota_rules.REGISTRATION_FAMILIES}, required=[])
+QUOTAS = obj(
+    {
+        quota_rules.REGISTRATIONS: obj({f: _COUNT for f in quota_rules.REGISTRATION_FAMILIES}),
+        quota_rules.EVENTS: _COUNT,
+        quota_rules.PENDING: _COUNT,
+    }
+)
+QUOTA_VIEW = obj(
+    {
+        "tenant_id": ID,
+        "quotas": QUOTAS,
+        "overrides": obj(
+            {
+                quota_rules.REGISTRATIONS: _PER_FAMILY,
+                quota_rules.EVENTS: _COUNT,
+                quota_rules.PENDING: _COUNT,
+            },
+            required=[],
+        ),
+        "usage": obj(
+            {
+                quota_rules.REGISTRATIONS: obj(
+                    {f: integer(minimum=0) for f in quota_rules.REGISTRATION_FAMILIES}
+                ),
+                quota_rules.PENDING: integer(minimum=0),
+            }
+        ),
+    }
+)
+
+
 def _admin() -> Catalogue:
     return {
+        ("GET", "/admin/tenants"): Operation(
+            ADMIN,
+            "List tenants (admin key: all; a reseller: its children), oldest first",
+            {200: Body(obj({"tenants": array(TENANT_VIEW), "next_cursor": nullable(string())}))},
+            errors=(400, 401, 403),
+            query=(
+                Param("limit", integer(minimum=1, maximum=1000), "page size (default 100)"),
+                Param("cursor", string(), "next_cursor of the previous page"),
+            ),
+        ),
+        ("GET", "/admin/tenants/{tenant_id}/keys"): Operation(
+            ADMIN,
+            "List a tenant's API keys: ids, prefixes, roles and dates, never the keys",
+            {200: Body(obj({"keys": array(KEY_VIEW)}))},
+            errors=(401, 403, 404),
+        ),
+        ("DELETE", "/admin/tenants/{tenant_id}/keys/{key_id}"): Operation(
+            ADMIN,
+            "Revoke an API key: refused from the next request on (idempotent)",
+            {204: Body({}, description="revoked", media_types=())},
+            errors=(401, 403, 404),
+        ),
+        ("GET", "/admin/tenants/{tenant_id}/quotas"): Operation(
+            ADMIN,
+            "A tenant's quotas in force (stage defaults and overrides) and usage",
+            {200: Body(QUOTA_VIEW)},
+            errors=(401, 403, 404),
+        ),
+        ("PUT", "/admin/tenants/{tenant_id}/quotas"): Operation(
+            ADMIN,
+            "Change a tenant's quotas (admin key only; null: back to the stage default)",
+            {200: Body(QUOTA_VIEW)},
+            errors=(400, 401, 403, 404, 503),
+            request=Body(
+                obj(
+                    {
+                        quota_rules.REGISTRATIONS: nullable(
+                            obj(
+                                {f: nullable(_COUNT) for f in quota_rules.REGISTRATION_FAMILIES},
+                                required=[],
+                            )
+                        ),
+                        quota_rules.EVENTS: nullable(_COUNT),
+                        quota_rules.PENDING: nullable(_COUNT),
+                    },
+                    required=[],
+                )
+            ),
+            request_required=True,
+        ),
         ("POST", "/admin/tenants"): Operation(
             ADMIN,
             "Create a tenant (admin key, or a reseller for a child of its own)",
@@ -163,14 +269,19 @@ def _admin() -> Catalogue:
                     obj(
                         {
                             "key": string(pattern="^rbk_"),
+                            "key_id": KEY_ID,
                             "role": ROLE,
                             "tenant_id": ID,
+                            "created_at": TIMESTAMP,
+                            "expires_at": nullable(TIMESTAMP),
                         }
                     )
                 )
             },
             errors=(400, 401, 403, 404),
-            request=Body(obj({"role": ROLE}, closed=False)),
+            request=Body(
+                obj({"role": ROLE, "expires_at": nullable(ZONED)}, required=["role"], closed=False)
+            ),
             request_required=True,
         ),
     }
@@ -238,7 +349,7 @@ def _campaign() -> Catalogue:
             CAMPAIGN,
             "Register a callback (overlapping ranges of one event type: 409)",
             {201: Body(CREATED_REGISTRATION, headers={"Location": string()})},
-            errors=(400, 401, 403, 404, 409, 503),
+            errors=(400, 401, 403, 404, 409, 429, 503),
             request=Body(CREATE_REGISTRATION),
             request_required=True,
         ),
@@ -293,7 +404,10 @@ def _campaign() -> Catalogue:
                     {
                         "event_type": string(min_length=1, pattern=NON_BLANK),
                         "campaign_id": nullable(string()),
-                        "payload": any_object(),
+                        "payload": any_object(
+                            f"at most {events_api.MAX_PAYLOAD_BYTES} bytes as JSON, as for "
+                            "POST /events"
+                        ),
                     },
                     required=["event_type"],
                     closed=False,
@@ -314,6 +428,9 @@ ATTEMPT = obj(
         "status_code": integer(),
         "error": string(),
         "duration_ms": integer(minimum=0),
+        "response": string(
+            max_length=512, description="the start of the receiver's answer (at most 512 bytes)"
+        ),
     },
     required=["at", "url", "duration_ms"],
 )
@@ -401,7 +518,7 @@ def _events() -> Catalogue:
                     "and body a single request would have had",
                 ),
             },
-            errors=(400, 401, 403, 404, 409),
+            errors=(400, 401, 403, 404, 409, 429),
             request=Body(
                 one_of(
                     EVENT_INPUT,

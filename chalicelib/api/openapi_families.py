@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from chalicelib.api import callnotify as callnotify_api
@@ -95,7 +96,7 @@ NOTIFICATION = Family(
     " Every failure is the seed's envelope.",
     errors={status: Body(_envelope(pairs)) for status, pairs in notification_errors().items()},
     path_params={"callback_name": NAME, "name": NAME},
-    security=[{"bareKey": []}, {"bearer": []}, {"queryKey": []}],
+    security=[{"bareKey": []}, {"bearer": []}],
 )
 
 _URL = string(
@@ -207,7 +208,7 @@ def notification() -> Catalogue:
             nf,
             "Create a callback (the url is called with the credentials first)",
             {201: Body(CALLBACK_CREATED, headers=created)},
-            errors=(400, 401, 403, 503),
+            errors=(400, 401, 403, 429, 503),
             request=Body(CALLBACK_CREATE),
             request_required=True,
         ),
@@ -335,6 +336,7 @@ def callnotify_errors() -> dict[int, set[str]]:
         found[error.status].add(error.code)
     found[401].add(callnotify_api.UNAUTHORIZED[0])
     found[400].add(callnotify_api.INVALID_BODY[0])
+    found[429].add(callnotify_api.QUOTA_EXCEEDED)
     for status, code in _CHALICE_CODES.items():
         body = callnotify_api.render_error(status, code, "x").body
         assert isinstance(body, dict)
@@ -416,7 +418,7 @@ def callnotify() -> Catalogue:
                     headers={"Location": string(pattern=prefix_pattern(callnotify_api.PREFIX))},
                 )
             },
-            errors=(400, 401, 403, 404, 422),
+            errors=(400, 401, 403, 404, 422, 429),
             request=Body(obj(_NOTIFIER_FIELDS, closed=False), description=URL_NOTE),
             request_required=True,
         ),
@@ -490,6 +492,10 @@ SCHEDULED = Family(
     path_params={"callback_id": ID},
     security=[{"queryKey": []}, {"bearer": []}, {"bareKey": []}],
 )
+_RETRY_AFTER = string(pattern=r"^[0-9]+$", description="seconds to wait before retrying")
+for _family in (NOTIFICATION, CALLNOTIFY, SCHEDULED):  # over a tenant quota: Retry-After too
+    _quota = _family.errors[429]
+    _family.errors[429] = replace(_quota, headers={"Retry-After": _RETRY_AFTER})  # type: ignore[index]
 _PARAMETERS_ECHO = {"type": "object", "additionalProperties": string()}
 _REPEAT_VIEW = obj(
     {
@@ -538,7 +544,7 @@ def scheduled() -> Catalogue:
         for name, schema in CREATE_PARAMETERS.items()
     )
     created = _success("create", {"callback_id": ID, "signing_secret": string(min_length=1)})
-    create_errors = (400, 401, 403, 409)
+    create_errors = (400, 401, 403, 409, 429)
     lookup_errors = (400, 401, 403, 404)
     return {
         ("GET", f"{prefix}/create"): Operation(

@@ -38,6 +38,7 @@ from chalicelib.domain.ids import is_id
 from chalicelib.domain.timeutil import utcnow
 from chalicelib.domain.urlsafety import InvalidUrl, UnsafeDestination
 from chalicelib.storage import scheduled as store
+from chalicelib.storage.quotas import QuotaExceeded
 
 log = logging.getLogger("ringback.api.scheduled")
 
@@ -130,7 +131,7 @@ def _start(need: Need) -> tuple[dict[str, str], render.Format, str]:
         fmt = rules.parse_response_format(params)
     except rules.ScheduleError as exc:
         raise _fail(exc, _requested_format(request)) from exc
-    key = params.get("api_key") or extract_key(request)
+    key = params.get("api_key") or extract_key(request, allow_query=True)
     try:
         principal = principal_for_key(key)
     except Denied as exc:
@@ -211,6 +212,10 @@ def _create() -> Response:
         created = store.create(tenant_id, request, now)
     except store.AlreadyExists as exc:
         raise _error("callback_already_exists", fmt) from exc
+    except QuotaExceeded as exc:  # the tenant's pending-callbacks quota
+        refusal = _error("quota_exceeded", fmt)
+        refusal.response.headers["Retry-After"] = str(exc.retry_after)
+        raise refusal from exc
     try:
         scheduler.hand_over(created.outbox)
     except Exception:  # stored durably: the sweeper hands it over instead

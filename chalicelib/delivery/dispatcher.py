@@ -17,6 +17,7 @@ from typing import Any
 from chalicelib import logs, settings
 from chalicelib.delivery import queue, registry, senders, target_health
 from chalicelib.delivery.registry import HttpOutbound, Skip, StreamOutbound
+from chalicelib.domain.redact import redact_url
 from chalicelib.domain.retry import FINAL, AttemptResult, Decision, Status, decide, use_backup
 from chalicelib.domain.timeutil import fmt, utcnow
 from chalicelib.storage import deliveries, health
@@ -25,6 +26,8 @@ from chalicelib.storage.deliveries import DeliveryModel
 log = logging.getLogger("ringback.dispatcher")
 
 LEASE_MARGIN = 30.0
+RESPONSE_KEPT = 512
+"""Characters of a receiver's answer kept in the attempts log (the sender reads at most 4 KiB)."""
 
 
 def deliver_message(delivery_id: str, attempt_no: int) -> dict[str, Any]:
@@ -154,11 +157,14 @@ def _record(
         next_at = fmt(now + timedelta(seconds=decision.delay_seconds))
     attempt = {
         "at": fmt(now),
-        "url": url,
+        "url": redact_url(url),  # a key or password in the query never reaches the log
         "status_code": result.status_code,
         "error": result.error,
         "duration_ms": result.duration_ms,
     }
+    if result.response_prefix:
+        # Kept short: every write of the delivery pays for its size in write units.
+        attempt["response"] = result.response_prefix[:RESPONSE_KEPT]
     next_due = time.time() + decision.delay_seconds if decision.delay_seconds is not None else None
     held = _record_with_retries(
         record,

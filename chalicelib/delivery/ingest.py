@@ -149,7 +149,7 @@ def _take_over(guard: GuardModel, held: float | None, now: float) -> bool:
 
 def _settle_idempotency(guard_key: str, event_id: str, done: bool) -> None:
     """Mark the key done, or give its lease back after a failure (so the publisher's retry
-    need not wait for it to run out). A failure here only delays: the lease runs out."""
+    need not wait for it to run out). Never raises: a failure here only delays a repeat."""
     actions: list[Any] = (
         [GuardModel.payload.set(DONE), GuardModel.lease_until.remove()]
         if done
@@ -158,9 +158,14 @@ def _settle_idempotency(guard_key: str, event_id: str, done: bool) -> None:
     try:
         GuardModel(guard_key).update(actions=actions, condition=GuardModel.owner == event_id)
     except Exception:
-        if done:
-            raise
-        log.warning("could not give back the idempotency lease of event %s", event_id)
+        # The event is accepted (or refused) all the same. An unmarked key only means that a
+        # repeat within the lease waits for it to run out, then redoes the (idempotent) work.
+        log.warning(
+            "could not %s the idempotency key of event %s",
+            "mark done" if done else "give back",
+            event_id,
+            exc_info=True,
+        )
 
 
 # --------------------------------------------------------------------------- publishing

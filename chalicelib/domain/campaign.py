@@ -169,6 +169,33 @@ def find_conflict(ranges: Mapping[str, str], start: str, end: str | None) -> str
     return None
 
 
+def still_open(ranges: Mapping[str, str], now: str) -> dict[str, str]:
+    """The ranges that can still be active at ``now`` or later: those not ended by ``now``.
+
+    A range ``[start, end)`` with ``end <= now`` can never again overlap anything that can still
+    happen, so the overlap guard drops it on every write. The guard then holds only the live and
+    future registrations, however many were created and deleted before (issue 12: unpruned, it
+    grew past DynamoDB's 400 KB item limit and every later create failed).
+    """
+    return {
+        callback_id: value
+        for callback_id, value in ranges.items()
+        if (end := decode_range(value)[1]) is None or end > now
+    }
+
+
+def conflict_from_now(
+    ranges: Mapping[str, str], start: str, end: str | None, now: str
+) -> str | None:
+    """The registration overlapping the part of ``[start, end)`` that lies from ``now`` on.
+
+    The past part of a new range is never checked: whatever it overlaps there was active, or
+    not, before the registration existed, and nothing can be delivered to it then. A range that
+    ends by ``now`` overlaps nothing.
+    """
+    return find_conflict(still_open(ranges, now), max(start, now), end)
+
+
 def is_active(start: str, end: str | None, deleted: bool, now: str) -> bool:
     """In effect right now: started, not ended, not deleted."""
     return not deleted and start <= now and (end is None or now < end)

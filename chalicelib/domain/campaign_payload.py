@@ -4,6 +4,13 @@ The body is one flat object: ``event_id``, ``event_type``, ``callback_type`` (``
 ``test`` for the test endpoint), ``event_date``, ``delivery_attempt``, then the event's payload
 fields (they cannot override the five above). JSON is sent as is; XML as ``<callback>`` with one
 element per field (nested values as JSON text); form and GET flatten the same way.
+
+Every XML body parses (issue 13): payload keys and values may hold characters XML 1.0 cannot
+carry at all, not even as character references (most C0 controls, lone surrogates, U+FFFE and
+U+FFFF). Each such character becomes U+FFFD, the replacement character, in element text and in
+the ``name`` attribute, so a receiver sees that something was there. Markup characters are
+escaped by ElementTree as usual. Lone surrogates cannot be encoded as UTF-8 either, so the form
+and GET encodings replace them the same way (JSON escapes them as ``\\u`` sequences).
 """
 
 from __future__ import annotations
@@ -15,6 +22,19 @@ from urllib.parse import urlencode
 from xml.etree import ElementTree as ET
 
 _XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
+
+
+def xml_safe(text: str) -> str:
+    """``text`` with every character XML 1.0 forbids replaced by U+FFFD."""
+    return _NOT_XML_CHAR.sub(REPLACEMENT, text)
+
+
+def _encodable(text: str) -> str:
+    """``text`` with lone surrogates (which UTF-8 cannot encode) replaced by U+FFFD."""
+    return _LONE_SURROGATE.sub(REPLACEMENT, text)
 
 
 def fields(content: dict[str, Any], attempt_no: int) -> dict[str, Any]:
@@ -47,7 +67,7 @@ def render(
 ) -> tuple[bytes | None, list[tuple[str, str]] | None, dict[str, str]]:
     """(body, query params, headers) for one attempt."""
     if method == "GET":
-        return None, [(k, _flat(v)) for k, v in data.items()], {}
+        return None, [(_encodable(k), _encodable(_flat(v))) for k, v in data.items()], {}
     if content_type == "application/json":
         body = json.dumps(data, separators=(",", ":")).encode()
     elif content_type in ("application/xml", "text/xml"):
@@ -55,9 +75,9 @@ def render(
         for key, value in data.items():
             child = ET.SubElement(root, key if _XML_NAME.match(key) else "field")
             if not _XML_NAME.match(key):
-                child.set("name", key)
-            child.text = "" if value is None else _flat(value)
+                child.set("name", xml_safe(key))
+            child.text = "" if value is None else xml_safe(_flat(value))
         body = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     else:
-        body = urlencode([(k, _flat(v)) for k, v in data.items()]).encode()
+        body = urlencode([(_encodable(k), _encodable(_flat(v))) for k, v in data.items()]).encode()
     return body, None, {"Content-Type": content_type}

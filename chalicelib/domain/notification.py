@@ -300,6 +300,11 @@ class NotificationError(Exception):
         return cls(401, "Unauthorized", "UNAUTHORIZED", "Authorization token is missing or invalid")
 
     @classmethod
+    def quota_exceeded(cls, detail: str) -> NotificationError:
+        """Over a tenant quota (sent with ``Retry-After``): not in the seed, worded like it."""
+        return cls(429, "Too Many Requests", "TOO_MANY_REQUESTS", detail)
+
+    @classmethod
     def forbidden(cls) -> NotificationError:
         return cls(403, "Forbidden", "FORBIDDEN", "Not authorized to access this resource")
 

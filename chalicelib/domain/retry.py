@@ -30,13 +30,18 @@ FINAL = frozenset({Status.DELIVERED, Status.FAILED, Status.SKIPPED})
 
 @dataclass(frozen=True)
 class AttemptResult:
-    """What one attempt saw. ``status_code`` is None when no HTTP response came back."""
+    """What one attempt saw. ``status_code`` is None when no HTTP response came back.
+
+    ``response_prefix`` is the start of the receiver's answer (at most 4 KiB of an HTTP body,
+    decoded leniently; a TCP peer's first bytes), for the attempts log; None when there was none.
+    """
 
     success: bool
     status_code: int | None = None
     error: str | None = None
     retry_after: float | None = None
     duration_ms: int = 0
+    response_prefix: str | None = None
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ ERROR_STATUS: dict[str, int] = {
     "callback_repeat_count_invalid": 400,
     "callback_repeat_until_invalid": 400,
     "callback_url_forbidden": 400,
+    "quota_exceeded": 429,  # the tenant's pending-callbacks quota (with Retry-After)
     # list
     "state_invalid": 400,
     "limit_invalid": 400,

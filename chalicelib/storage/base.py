@@ -12,10 +12,12 @@ import os
 from typing import Any
 
 from pynamodb.connection import Connection
-from pynamodb.exceptions import TransactWriteError
+from pynamodb.exceptions import PutError, TransactWriteError
+from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from chalicelib import settings
+from chalicelib.domain.ids import new_id
 
 
 def endpoint() -> str | None:
@@ -43,8 +45,25 @@ def connection() -> Connection:
 
 
 def transaction() -> TransactWrite:
-    """A write transaction: all of its conditions hold, or nothing is written."""
-    return TransactWrite(connection=connection())
+    """A write transaction: all of its conditions hold, or nothing is written.
+
+    It carries a client request token, so when AWS applied it but the answer was lost, the
+    SDK's retry (same token, within 10 minutes) succeeds instead of failing its conditions
+    against its own writes. The embedded AWS ignores the token: creates also recognise their
+    own committed write after a failed condition (see ``put_new`` and the families' creates)."""
+    return TransactWrite(connection=connection(), client_request_token=new_id())
+
+
+def put_new(record: Model, condition: Any) -> None:
+    """A conditional put of an item with a fresh, random key (a new id nobody else can hold).
+
+    If the condition fails, the item can only be ours: AWS applied the put and lost its
+    answer, and the SDK's retry found the item. That counts as success."""
+    try:
+        record.save(condition=condition)
+    except PutError as exc:
+        if exc.cause_response_code != "ConditionalCheckFailedException":
+            raise
 
 
 def cancelled_by_condition(exc: TransactWriteError, index: int | None = None) -> bool:

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pynamodb.attributes import BinaryAttribute, UnicodeAttribute
-from pynamodb.exceptions import DeleteError, DoesNotExist, UpdateError
+from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
 from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 
 from chalicelib.domain.ids import is_id, new_id
 from chalicelib.domain.timeutil import fmt
-from chalicelib.storage import secrets
-from chalicelib.storage.base import make_meta
+from chalicelib.storage import quotas, secrets
+from chalicelib.storage.base import cancelled_by_condition, make_meta, transaction
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 SECRET_OVERLAP_SECONDS = 24 * 3600  # after a rotation the previous signing secret signs this long
@@ -96,8 +96,23 @@ def create(customer_id: str, fields: dict[str, str], now: datetime) -> Created:
         secret_enc=secrets.encrypt(secret, secret_context(customer_id, notify_id)),
     )
     # A 96-bit random id does not collide in practice; the condition makes sure a collision
-    # would fail loudly instead of overwriting another notifier.
-    record.save(condition=CallNotifierModel.notify_id.does_not_exist())
+    # would fail loudly instead of overwriting another notifier. The tenant's notifier count
+    # goes up in the same transaction, on condition it is under the limit.
+    slot = quotas.registration_slot(customer_id, "callnotify")  # raises QuotaExceeded
+
+    def write() -> None:
+        with transaction() as tx:
+            tx.save(record, condition=CallNotifierModel.notify_id.does_not_exist())
+            tx.update(slot.model, actions=slot.actions, condition=slot.condition)
+
+    try:
+        quotas.retrying_conflicts(write)
+    except TransactWriteError as exc:
+        if cancelled_by_condition(exc) and get(customer_id, notify_id, consistent=True):
+            return Created(record, secret)  # applied, its answer lost: the retry hit itself
+        if cancelled_by_condition(exc, index=1):
+            raise slot.exceeded() from exc
+        raise
     return Created(record, secret)
 
 
@@ -180,12 +195,20 @@ def delete(customer_id: str, notify_id: str) -> bool:
     """Delete a notifier; False when there was none (conditional, so exactly one caller wins)."""
     if not is_id(notify_id):
         return False
+    release = quotas.release_registration(customer_id, "callnotify")
+
+    def write() -> None:
+        with transaction() as tx:  # the tenant's notifier count goes down with the delete
+            tx.delete(
+                CallNotifierModel(customer_id, notify_id),
+                condition=CallNotifierModel.notify_id.exists(),
+            )
+            tx.update(release.model, actions=release.actions)
+
     try:
-        CallNotifierModel(customer_id, notify_id).delete(
-            condition=CallNotifierModel.notify_id.exists()
-        )
-    except DeleteError as exc:
-        if exc.cause_response_code == _CONDITION_FAILED:
+        quotas.retrying_conflicts(write)
+    except TransactWriteError as exc:
+        if cancelled_by_condition(exc, index=0):
             return False
         raise
     return True

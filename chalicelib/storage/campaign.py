@@ -1,11 +1,17 @@
 """Campaign registrations in DynamoDB, and the transaction that holds the overlap rule.
 
-Each (company, event_type) has a guard item holding every registration's date range and a
-version. A create reads the guard with a consistent read, checks the new range against it, and
-writes the registration and the guard's next version in one transaction conditioned on the
-version it read. Two concurrent creates cannot both win: the second one's condition fails, it
-re-reads, and now sees the first range. A GSI cannot serve this check: it is only eventually
-consistent.
+Each (company, event_type) has a guard item holding the date range of every registration that
+can still be active (ended ones are pruned) and a version. A create reads the guard with a
+consistent read, checks the part of the new range from now on against it, and writes the
+registration and the guard's next version in one transaction conditioned on the version it read.
+Two concurrent creates cannot both win: the second one's condition fails, it re-reads, and now
+sees the first range. A GSI cannot serve this check: it is only eventually consistent.
+
+Every write of the guard (create and delete) rewrites its ranges without those that ended before
+now, under the same version condition, so the guard stays as small as the set of live and future
+registrations: a company can create and delete registrations forever without the item growing
+towards DynamoDB's 400 KB limit. Writers' clocks differ by milliseconds at most; a range pruned
+by a writer slightly ahead could have overlapped a new range only in that past sliver.
 """
 
 from __future__ import annotations
@@ -21,14 +27,20 @@ from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib.domain.campaign import RegistrationInput, encode_range, find_conflict
+from chalicelib.domain.campaign import (
+    RegistrationInput,
+    conflict_from_now,
+    encode_range,
+    still_open,
+)
 from chalicelib.domain.ids import new_id
 from chalicelib.domain.timeutil import fmt
-from chalicelib.storage import secrets
+from chalicelib.storage import quotas, secrets
 from chalicelib.storage.base import cancelled_by_condition, make_meta, transaction
 from chalicelib.storage.guards import GuardModel, read_guard
 
 _MAX_ATTEMPTS = 200
+_QUOTA_INDEX = 2  # in the create transaction: put record (0), update guard (1), count (2)
 
 
 class ByCompanyEvent(GlobalSecondaryIndex["CampaignRegistrationModel"]):
@@ -117,22 +129,35 @@ def create_registration(company_id: str, spec: RegistrationInput, now: datetime)
         secret_enc=secrets.encrypt(signing_secret, secret_context(company_id, callback_id)),
     )
     key = guard_key(company_id, spec.event_type)
+    now_s = fmt(now)
+    slot = quotas.registration_slot(company_id, "campaign")  # raises QuotaExceeded
     for attempt in range(_MAX_ATTEMPTS):
         guard = read_guard(key)
-        ranges = dict(guard.ranges.as_dict()) if guard and guard.ranges else {}
-        conflict = find_conflict(ranges, start, end)
+        ranges = still_open(_ranges_of(guard), now_s)
+        conflict = conflict_from_now(ranges, start, end, now_s)
         if conflict is not None:
             raise OverlapConflict(conflict)
-        ranges[callback_id] = encode_range(start, end)
+        if end is None or end > now_s:  # a range already over never enters the guard
+            ranges[callback_id] = encode_range(start, end)
         try:
-            _write_with_guard(key, guard, ranges, record, new=True)
+            _write_with_guard(key, guard, ranges, record, new=True, quota=slot)
         except TransactWriteError as exc:
-            if cancelled_by_condition(exc):
+            if cancelled_by_condition(exc) and get_registration(company_id, callback_id):
+                break  # applied, its answer lost: the retry failed against its own write
+            if cancelled_by_condition(exc, index=_QUOTA_INDEX):  # the tenant's count is full
+                raise slot.exceeded() from exc
+            if cancelled_by_condition(exc) or quotas.conflicted(exc):
                 _backoff(attempt)
                 continue
             raise
         return Created(record, signing_secret)
-    raise Contended(key)
+    else:
+        raise Contended(key)
+    return Created(record, signing_secret)
+
+
+def _ranges_of(guard: GuardModel | None) -> dict[str, str]:
+    return dict(guard.ranges.as_dict()) if guard and guard.ranges else {}
 
 
 def _write_with_guard(
@@ -142,7 +167,10 @@ def _write_with_guard(
     record: CampaignRegistrationModel,
     *,
     new: bool,
+    quota: quotas.Slot | quotas.Release,
 ) -> None:
+    """Guard, record and the tenant's registration count (+1 on create with its limit as the
+    condition, -1 on end), all in one transaction."""
     version = guard.version if guard else 0
     condition = GuardModel.version == version if guard else GuardModel.key.does_not_exist()
     with transaction() as tx:
@@ -164,6 +192,10 @@ def _write_with_guard(
                 ],
                 condition=CampaignRegistrationModel.deleted == False,  # noqa: E712
             )
+        if isinstance(quota, quotas.Slot):
+            tx.update(quota.model, actions=quota.actions, condition=quota.condition)
+        else:
+            tx.update(quota.model, actions=quota.actions)
 
 
 def get_registration(
@@ -192,12 +224,15 @@ def end_registration(
         record.start_date = min(record.start_date, now_s)
         record.end_date = now_s if record.end_date is None else min(record.end_date, now_s)
         record.updated_at = now_s
-        ranges = dict(guard.ranges.as_dict()) if guard and guard.ranges else {}
+        # The range now ends by ``now``: pruning drops it along with every other ended one.
+        ranges = _ranges_of(guard)
         ranges[callback_id] = encode_range(record.start_date, record.end_date)
+        ranges = still_open(ranges, now_s)
         try:
-            _write_with_guard(key, guard, ranges, record, new=False)
+            release = quotas.release_registration(company_id, "campaign")
+            _write_with_guard(key, guard, ranges, record, new=False, quota=release)
         except TransactWriteError as exc:
-            if cancelled_by_condition(exc):
+            if cancelled_by_condition(exc) or quotas.conflicted(exc):
                 _backoff(attempt)
                 continue
             raise

@@ -69,6 +69,7 @@ class AttemptMap(MapAttribute[str, Any]):
     status_code = NumberAttribute(null=True)
     error = UnicodeAttribute(null=True)
     duration_ms = NumberAttribute()
+    response = UnicodeAttribute(null=True)  # the start of the receiver's answer
 
 
 class ByTenantStatus(GlobalSecondaryIndex["DeliveryModel"]):

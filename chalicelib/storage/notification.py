@@ -53,7 +53,7 @@ from pynamodb.models import Model
 from chalicelib.domain.ids import new_id
 from chalicelib.domain.notification import CallbackSpec, SubscriptionSpec, normalise_url
 from chalicelib.domain.timeutil import fmt
-from chalicelib.storage import secrets
+from chalicelib.storage import quotas, secrets
 from chalicelib.storage.base import make_meta, transaction
 from chalicelib.storage.guards import GuardModel, read_guard
 
@@ -289,14 +289,22 @@ def create_callback(
         updated_at=fmt(now),
     )
     guard = GuardModel(url_guard_key(tenant_id, spec.url), owner=callback_id, version=1)
+    slot = quotas.registration_slot(tenant_id, "notification")  # raises QuotaExceeded
     tx = _Tx()
     tx.put("record", record, NotificationCallbackModel.name.does_not_exist())
     tx.put("url", guard, GuardModel.key.does_not_exist())
+    tx.update("quota", slot.model, slot.actions, slot.condition)  # the tenant's count, +1
     failed = tx.commit()
+    if failed:
+        stored = get_callback(tenant_id, spec.name, consistent=True)
+        if stored is not None and stored.callback_id == callback_id:
+            return record  # applied, its answer lost: the retry failed against its own write
     if "record" in failed:
         raise NameTaken(spec.name)
     if "url" in failed:
         raise UrlTaken(spec.url)
+    if "quota" in failed:
+        raise slot.exceeded()
     if failed:
         raise Changed(spec.name)
     return record
@@ -416,6 +424,8 @@ def delete_callback(tenant_id: str, name: str) -> None:
             GuardModel(url_guard_key(tenant_id, current.url)),
             GuardModel.owner == current.callback_id,
         )
+        release = quotas.release_registration(tenant_id, "notification")  # the count, -1
+        tx.update("quota", release.model, release.actions, None)
         if not tx.commit():
             return
         _backoff(attempt)

@@ -39,10 +39,10 @@ from pynamodb.models import Model
 from chalicelib import settings
 from chalicelib.domain import scheduled as rules
 from chalicelib.domain.timeutil import fmt, parse_stored
-from chalicelib.storage import due, scheduled_secrets
+from chalicelib.storage import due, quotas, scheduled_secrets
 from chalicelib.storage.base import cancelled_by_condition, make_meta, transaction
 from chalicelib.storage.due import DueItemModel
-from chalicelib.storage.guards import GuardModel
+from chalicelib.storage.guards import GuardModel, read_guard
 
 SCHEDULED, FIRING, COMPLETED, FAILED, CANCELLED = rules.STATES
 OPEN_SHARDS = 4
@@ -224,7 +224,9 @@ def create(tenant_id: str, request: rules.CreateRequest, now: datetime) -> Creat
     guard = GuardModel(
         key, owner=callback_id, expires_at=int(due_at) + GUARD_GRACE_SECONDS, version=0
     )
-    try:
+    slot = quotas.pending_slot(tenant_id)  # raises QuotaExceeded
+
+    def write() -> None:
         with transaction() as tx:
             tx.save(
                 guard,
@@ -233,9 +235,23 @@ def create(tenant_id: str, request: rules.CreateRequest, now: datetime) -> Creat
             )
             tx.save(record, condition=ScheduledCallbackModel.callback_id.does_not_exist())
             tx.save(outbox)
+            # the tenant's pending count, +1 under its limit (puts come first: index 3)
+            tx.update(slot.model, actions=slot.actions, condition=slot.condition)
+
+    try:
+        quotas.retrying_conflicts(write)
     except TransactWriteError as exc:
+        if not cancelled_by_condition(exc):
+            raise
+        held = read_guard(key)
+        if held is not None and held.owner == callback_id:
+            # The guard is ours: this transaction was applied and its answer lost (the retry
+            # failed its own condition). The callback exists; answer as for a fresh create.
+            return Created(record, secret, outbox)
         if cancelled_by_condition(exc, index=0):
             raise AlreadyExists(key) from exc
+        if cancelled_by_condition(exc, index=3):
+            raise slot.exceeded() from exc
         raise
     return Created(record, secret, outbox)
 
@@ -348,6 +364,26 @@ def _conditional_update(
     return True
 
 
+def _final_update(record: ScheduledCallbackModel, actions: Sequence[Any], condition: Any) -> bool:
+    """A move to a final state (completed, failed, cancelled): the callback's conditional
+    update and the tenant's pending count -1, in one transaction, so the count drops exactly
+    once per callback however many workers race to finish it."""
+    release = quotas.release_pending(record.tenant_id)
+
+    def write() -> None:
+        with transaction() as tx:
+            tx.update(record, actions=list(actions), condition=condition)
+            tx.update(release.model, actions=release.actions)
+
+    try:
+        quotas.retrying_conflicts(write)
+    except TransactWriteError as exc:
+        if cancelled_by_condition(exc, index=0):
+            return False
+        raise
+    return True
+
+
 def start_firing(
     record: ScheduledCallbackModel,
     firing: int,
@@ -426,7 +462,9 @@ def finish_firing(
     condition = (ScheduledCallbackModel.state == FIRING) & (
         ScheduledCallbackModel.fired_count == firing + 1
     )
-    return _conditional_update(record, actions, condition)
+    if state in rules.LIVE_STATES:  # an immediate repeat: still pending
+        return _conditional_update(record, actions, condition)
+    return _final_update(record, actions, condition)
 
 
 def mark_failed(record: ScheduledCallbackModel, reason: str, now: datetime) -> bool:
@@ -437,7 +475,7 @@ def mark_failed(record: ScheduledCallbackModel, reason: str, now: datetime) -> b
         ScheduledCallbackModel.next_fire_at.remove(),
     ]
     condition = ScheduledCallbackModel.state.is_in(*rules.LIVE_STATES)
-    return _conditional_update(record, actions, condition)
+    return _final_update(record, actions, condition)
 
 
 def cancel(tenant_id: str, callback_id: str, now: datetime) -> ScheduledCallbackModel | None:
@@ -449,7 +487,9 @@ def cancel(tenant_id: str, callback_id: str, now: datetime) -> ScheduledCallback
     record = get(tenant_id, callback_id)
     if record is None or record.state not in rules.LIVE_STATES:
         return record
-    try:
+    release = quotas.release_pending(tenant_id)
+
+    def write() -> None:
         with transaction() as tx:
             tx.update(
                 record,
@@ -463,14 +503,19 @@ def cancel(tenant_id: str, callback_id: str, now: datetime) -> ScheduledCallback
                 GuardModel(record.duplicate_key),
                 condition=GuardModel.key.does_not_exist() | (GuardModel.owner == callback_id),
             )
+            tx.update(release.model, actions=release.actions)  # the pending count, -1
+
+    try:
+        quotas.retrying_conflicts(write)
     except TransactWriteError as exc:
-        if cancelled_by_condition(exc, index=0):  # it finished (or was cancelled) meanwhile
+        # DynamoDB gets deletes before updates: the guard is index 0, the callback index 1.
+        if cancelled_by_condition(exc, index=1):  # it finished (or was cancelled) meanwhile
             return get(tenant_id, callback_id)
-        if not cancelled_by_condition(exc, index=1):
+        if not cancelled_by_condition(exc, index=0):
             raise
         # The guard now belongs to another callback (only possible once ours expired): cancel
         # without touching it.
-        _conditional_update(
+        _final_update(
             record,
             [*_state_actions(record, CANCELLED, now), ScheduledCallbackModel.next_fire_at.remove()],
             ScheduledCallbackModel.state.is_in(*rules.LIVE_STATES),

@@ -15,6 +15,7 @@ from chalicelib.storage.notification import (
     NotificationCallbackModel,
     NotificationSubscriptionModel,
 )
+from chalicelib.storage.quotas import QuotaModel
 from chalicelib.storage.scheduled import ScheduledCallbackModel
 from chalicelib.storage.tenants import ApiKeyModel, TenantModel
 
@@ -31,6 +32,7 @@ ALL_MODELS: list[type[Model]] = [
     NotificationBufferModel,
     ScheduledCallbackModel,
     CallNotifierModel,
+    QuotaModel,
 ]
 
 TTL_ATTRIBUTES: dict[str, str] = {

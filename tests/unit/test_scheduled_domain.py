@@ -117,6 +117,7 @@ def test_every_bad_input_key_is_400_and_only_auth_lookup_conflict_internal_diffe
         "method_not_allowed": 405,
         "callback_already_exists": 409,
         "unsupported_media_type": 415,
+        "quota_exceeded": 429,
         "internal_error": 500,
     }
     for key, status in ERROR_STATUS.items():
