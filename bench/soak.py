@@ -186,8 +186,9 @@ def _publish_one(
         answers.append(answer.status_code)
         if answer.status_code == 202:
             data = answer.json()
+            after_5xx = any(a == 0 or a >= 500 for a in answers)  # a 429 wait is not one
             accepted = Accepted(
-                data["event_id"], event_type, int(data["deliveries"]), len(answers) > 1, soak_id
+                data["event_id"], event_type, int(data["deliveries"]), after_5xx, soak_id
             )
             return accepted, len(answers) - 1, answers
         if answer.status_code == 429:  # over the tenant's events-per-second quota: wait
@@ -446,17 +447,21 @@ def _duplicates(receipts: list[Receipt], record: dict[str, Any] | None) -> tuple
             extra += 1
             earlier = recorded.get(previous.attempt)
             sends_of_previous = sum(1 for r in receipts if r.attempt == previous.attempt)
-            if previous.attempt == receipt.attempt or sends_of_previous > 1:
-                # the earlier attempt went out twice (the second send may have failed)
+            if previous.attempt == receipt.attempt:
                 causes["same attempt sent again (its outcome was never recorded)"] += 1
             elif earlier is None:
                 causes["earlier attempt never recorded"] += 1
             elif _ok(earlier):
                 causes["after a recorded success"] += 1
-            elif previous.behaviour != "timeout":
-                causes["genuine duplicate: new attempt after a 2xx answer recorded as failed"] += 1
-            else:
+            elif previous.behaviour == "timeout" or earlier.get("error") == "timeout":
+                # the receiver answered after the sender's timeout (a "slow" answer can, on a
+                # loaded machine): an answer not heard
                 causes["retry after a failed attempt (answer not heard)"] += 1
+            elif sends_of_previous > 1:
+                # the earlier attempt went out twice (the second send failed)
+                causes["same attempt sent again (its outcome was never recorded)"] += 1
+            else:
+                causes["genuine duplicate: new attempt after a 2xx answer recorded as failed"] += 1
         previous = receipt
     return extra, causes
 
