@@ -40,6 +40,7 @@ from typing import Any
 
 import requests
 
+from bench import soak_scheduled
 from bench.soak_receiver import FaultyReceiver, Receipt
 from bench.soak_stack import Stack
 
@@ -66,6 +67,10 @@ class Options:
     publishers: int
     kills: tuple[float, ...]
     seed: int
+    reconcile_grace: float = 60.0
+    aws_faults: float = 0.10
+    aws_faults_seed: int = 12
+    scheduled: int = 200
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,14 @@ class Tenant:
 class Accepted:
     event_id: str
     event_type: str
-    deliveries: int
+    deliveries: int  # as the 202 said
+    after_5xx: bool = False  # accepted on a retry after a 5xx or a dropped connection
+    soak_id: str = ""
+
+
+EXPECTED_PER_EVENT = 1
+"""One registration per event type (the campaign overlap rule allows no more): every event must
+end with exactly one delivery, whatever its 202 said."""
 
 
 _local = threading.local()
@@ -149,52 +161,61 @@ class Published:
     refused: list[str]
     client_retries: int
     seconds: float
+    refusals: dict[str, list[int]] = field(default_factory=dict)  # soak id -> answers
 
 
-def _publish_one(stack: Stack, tenant: Tenant, run: str, n: int) -> tuple[Accepted | None, int]:
-    """One event; retried (same Idempotency-Key, so never twice) on a connection error or 5xx."""
+def _publish_one(
+    stack: Stack, tenant: Tenant, run: str, n: int
+) -> tuple[Accepted | None, int, list[int]]:
+    """One event; retried (same Idempotency-Key, so never twice) on a connection error or 5xx,
+    with a growing pause (0.5 s to 4 s, 8 tries): what a careful publisher does."""
     event_type = EVENT_TYPES[n % len(EVENT_TYPES)][0]
     soak_id = f"{run}-{n:05d}"
     body = {"event_type": event_type, "payload": {"soak_id": soak_id, "n": n}}
     headers = {**tenant.headers, "Idempotency-Key": soak_id}
-    retries = 0
-    for _ in range(5):
+    answers: list[int] = []
+    for attempt in range(8):
         try:
             answer = _session().post(
                 f"{stack.base_url}/events", headers=headers, json=body, timeout=30
             )
         except requests.RequestException:
-            retries += 1
-            time.sleep(0.5)
+            answers.append(0)
+            time.sleep(min(0.5 * 2**attempt, 4.0))
             continue
+        answers.append(answer.status_code)
         if answer.status_code == 202:
             data = answer.json()
-            return Accepted(data["event_id"], event_type, int(data["deliveries"])), retries
+            after_5xx = any(a == 0 or a >= 500 for a in answers)  # a 429 wait is not one
+            accepted = Accepted(
+                data["event_id"], event_type, int(data["deliveries"]), after_5xx, soak_id
+            )
+            return accepted, len(answers) - 1, answers
         if answer.status_code == 429:  # over the tenant's events-per-second quota: wait
-            retries += 1
             time.sleep(float(answer.headers.get("Retry-After", "1")))
             continue
         if answer.status_code < 500:
-            return None, retries
-        retries += 1
-        time.sleep(0.5)
-    return None, retries
+            return None, len(answers) - 1, answers
+        time.sleep(min(0.5 * 2**attempt, 4.0))
+    return None, len(answers) - 1, answers
 
 
 def publish_all(stack: Stack, tenant: Tenant, run: str, options: Options) -> Published:
     started = time.monotonic()
     accepted: list[Accepted] = []
     refused: list[str] = []
+    refusals: dict[str, list[int]] = {}
     retries = 0
     with ThreadPoolExecutor(options.publishers, thread_name_prefix="publish") as pool:
         results = pool.map(lambda n: _publish_one(stack, tenant, run, n), range(options.events))
-        for n, (outcome, tries) in enumerate(results):
+        for n, (outcome, tries, answers) in enumerate(results):
             retries += tries
             if outcome is None:
                 refused.append(f"{run}-{n:05d}")
+                refusals[f"{run}-{n:05d}"] = answers
             else:
                 accepted.append(outcome)
-    return Published(accepted, refused, retries, time.monotonic() - started)
+    return Published(accepted, refused, retries, time.monotonic() - started, refusals)
 
 
 # ------------------------------------------------------------------------------------- wait
@@ -224,7 +245,7 @@ def _event_state(stack: Stack, tenant: Tenant, event_id: str) -> list[dict[str, 
 def wait_final(stack: Stack, tenant: Tenant, accepted: list[Accepted], deadline: float) -> Waited:
     """Poll the events whose deliveries are not all final yet, until none is or time is up."""
     started = time.monotonic()
-    expected = {a.event_id: a.deliveries for a in accepted}
+    expected = {a.event_id: EXPECTED_PER_EVENT for a in accepted}
     seen: dict[str, list[dict[str, Any]]] = {}
     open_ids = set(expected)
     rounds = 0
@@ -376,6 +397,13 @@ class Figures:
     pending_at_end: int = 0
     missing: int = 0
     lost: int = 0
+    stuck: int = 0
+    accepted_after_5xx: int = 0
+    lost_after_5xx: int = 0
+    wrong_delivery_count_in_202: int = 0
+    aws_faults: dict[str, Any] | None = None
+    scheduled: dict[str, Any] | None = None
+    evidence: list[dict[str, Any]] = field(default_factory=list)
     attempts_recorded: int = 0
     attempt_outcomes: dict[str, int] = field(default_factory=dict)
     receiver_requests: int = 0
@@ -398,6 +426,7 @@ class Figures:
     def healthy(self) -> bool:
         return (
             self.lost == 0
+            and self.stuck == 0
             and self.backup_rule_violations == 0
             and self.delivered_without_receipt == 0
             and self.duplicates_by_cause.get("after a recorded success", 0) == 0
@@ -405,7 +434,8 @@ class Figures:
 
 
 def _duplicates(receipts: list[Receipt], record: dict[str, Any] | None) -> tuple[int, Counter[str]]:
-    """Extra processed sends of one delivery, with why each happened."""
+    """Extra processed sends of one delivery, with why each happened (from the receiver's own
+    record: ``webhook-id``, the attempt number in the body, what it answered)."""
     causes: Counter[str] = Counter()
     recorded = {i + 1: a for i, a in enumerate(record["attempts"])} if record else {}
     previous: Receipt | None = None
@@ -416,14 +446,22 @@ def _duplicates(receipts: list[Receipt], record: dict[str, Any] | None) -> tuple
         if previous is not None:
             extra += 1
             earlier = recorded.get(previous.attempt)
+            sends_of_previous = sum(1 for r in receipts if r.attempt == previous.attempt)
             if previous.attempt == receipt.attempt:
-                causes["same attempt sent again (worker killed before recording it)"] += 1
+                causes["same attempt sent again (its outcome was never recorded)"] += 1
             elif earlier is None:
                 causes["earlier attempt never recorded"] += 1
             elif _ok(earlier):
                 causes["after a recorded success"] += 1
+            elif previous.behaviour == "timeout" or earlier.get("error") == "timeout":
+                # the receiver answered after the sender's timeout (a "slow" answer can, on a
+                # loaded machine): an answer not heard
+                causes["retry after a failed attempt (answer not heard)"] += 1
+            elif sends_of_previous > 1:
+                # the earlier attempt went out twice (the second send failed)
+                causes["same attempt sent again (its outcome was never recorded)"] += 1
             else:
-                causes["answer not heard (receiver answered after the timeout)"] += 1
+                causes["genuine duplicate: new attempt after a 2xx answer recorded as failed"] += 1
         previous = receipt
     return extra, causes
 
@@ -443,9 +481,13 @@ def analyse(
         events_refused=len(published.refused),
         publish_client_retries=published.client_retries,
         publish_seconds=round(published.seconds, 1),
-        deliveries_expected=sum(a.deliveries for a in published.accepted),
+        deliveries_expected=EXPECTED_PER_EVENT * len(published.accepted),
         drain_seconds=round(waited.seconds, 1),
     )
+    for soak_id, answers in sorted(published.refusals.items()):
+        figures.evidence.append(
+            {"what": "event never accepted", "soak_id": soak_id, "answers": answers}
+        )
     by_webhook: dict[str, list[Receipt]] = defaultdict(list)
     for receipt in receipts:
         by_webhook[receipt.webhook_id].append(receipt)
@@ -458,7 +500,21 @@ def analyse(
     known: set[str] = set()
     for event in published.accepted:
         listed = waited.deliveries.get(event.event_id, [])
-        figures.missing += max(0, event.deliveries - len(listed))
+        missing = max(0, EXPECTED_PER_EVENT - len(listed))
+        figures.missing += missing
+        figures.accepted_after_5xx += 1 if event.after_5xx else 0
+        figures.wrong_delivery_count_in_202 += event.deliveries != EXPECTED_PER_EVENT
+        if missing:
+            figures.lost_after_5xx += missing if event.after_5xx else 0
+            figures.evidence.append(
+                {
+                    "what": "event accepted with its delivery missing",
+                    "event_id": event.event_id,
+                    "soak_id": event.soak_id,
+                    "deliveries_in_202": event.deliveries,
+                    "accepted_after_5xx": event.after_5xx,
+                }
+            )
         reg = tenant.registrations[event.event_type]
         for entry in listed:
             delivery_id = entry["delivery_id"]
@@ -476,6 +532,18 @@ def analyse(
                 figures.retrying_at_end += 1
             else:
                 figures.pending_at_end += 1
+            if status not in FINAL:
+                figures.evidence.append(
+                    {
+                        "what": "delivery not final at the deadline",
+                        "delivery_id": delivery_id,
+                        "event_id": event.event_id,
+                        "status": status,
+                        "attempts": len(record["attempts"]) if record else None,
+                        "next_attempt_at": (record or {}).get("next_attempt_at"),
+                        "accepted_after_5xx": event.after_5xx,
+                    }
+                )
             mine = by_webhook.get(delivery_id, [])
             extra, why = _duplicates(mine, record)
             figures.duplicate_sends += extra
@@ -497,7 +565,25 @@ def analyse(
                 last = len(record["attempts"])
                 if not any(r.attempt == last and r.behaviour in ("ok", "slow") for r in mine):
                     figures.delivered_without_receipt += 1
-    figures.lost = figures.missing + figures.pending_at_end
+    for delivery_id, mine in by_webhook.items():
+        record = records.get(delivery_id)
+        _, why = _duplicates(mine, record)
+        odd = {c: n for c, n in why.items() if not c.startswith("retry after a failed")}
+        if odd:
+            figures.evidence.append(
+                {
+                    "what": "duplicate send",
+                    "delivery_id": delivery_id,
+                    "causes": odd,
+                    "status": (record or {}).get("status"),
+                    "attempts_recorded": len(record["attempts"]) if record else None,
+                    "receipts": [
+                        (r.attempt, r.behaviour) for r in sorted(mine, key=lambda r: r.at)
+                    ],
+                }
+            )
+    figures.lost = figures.missing + figures.events_refused
+    figures.stuck = figures.pending_at_end + figures.retrying_at_end
     figures.duplicates_by_cause = dict(causes)
     figures.attempt_outcomes = dict(outcomes.most_common())
     figures.failure_reasons = dict(reasons)
@@ -508,11 +594,25 @@ def analyse(
 # ------------------------------------------------------------------------------------- runs
 
 
-def soak_run(run: str, *, split: bool, options: Options, log_dir: Path) -> Figures:
+RUNS = ("faults", "kill", "aws")
+TITLES = {
+    "faults": "run 1: receivers failing at random",
+    "kill": "run 2: receivers failing at random, worker killed and restarted",
+    "aws": "run 3: receivers failing, AWS calls failing, worker killed, scheduled callbacks",
+}
+
+
+def soak_run(run: str, *, options: Options, log_dir: Path) -> Figures:
+    """One run: ``faults`` (one process), ``kill`` (split, worker killed), ``aws`` (split,
+    worker killed, the embedded AWS failing ``options.aws_faults`` of its calls, scheduled
+    callbacks on top of the events)."""
     started = time.monotonic()
+    split = run in ("kill", "aws")
+    with_aws = run == "aws"
     overrides = {
         "RINGBACK_RETRY_SCHEDULE": options.schedule,
         "RINGBACK_HTTP_TIMEOUT": str(options.http_timeout),
+        "RINGBACK_RECONCILE_GRACE_SECONDS": str(options.reconcile_grace),
     }
     primary = FaultyReceiver(
         "primary",
@@ -526,15 +626,47 @@ def soak_run(run: str, *, split: bool, options: Options, log_dir: Path) -> Figur
         late_after=options.http_timeout + 0.5,
         seed=options.seed + 1,
     )
-    stack = Stack(split=split, overrides=overrides, visibility=options.visibility, log_dir=log_dir)
+    sched_rx = FaultyReceiver(
+        "scheduled",
+        fail_rate=options.fail_rate,
+        late_after=options.http_timeout + 0.5,
+        seed=options.seed + 2,
+    )
+    stack = Stack(
+        split=split,
+        overrides=overrides,
+        visibility=options.visibility,
+        log_dir=log_dir,
+        aws_faults=options.aws_faults if with_aws else None,
+        aws_faults_seed=options.aws_faults_seed,
+    )
     killer: Killer | None = None
+    planned: list[soak_scheduled.Planned] = []
+    sched_figures: soak_scheduled.ScheduledFigures | None = None
+    fault_stats: dict[str, Any] | None = None
     try:
         stack.start()
+        # Set-up with the AWS faults paused: a registration whose create is applied then failed
+        # answers 409 to its own write (its signing secret is then never seen); run 3's
+        # scheduled creates measure that path instead.
+        stack.switch_faults(False)
         tenant = create_tenant(stack)
         register(stack, tenant, primary, backup)
+        stack.switch_faults(True)
         print(
             f"  stack up, tenant and 5 callbacks registered in {time.monotonic() - started:.1f} s"
         )
+        creating: threading.Thread | None = None
+        create_seconds: list[float] = []
+        if with_aws and options.scheduled:
+            planned = soak_scheduled.plan(options.scheduled, sched_rx, lead=45.0, spread=90.0)
+            creating = threading.Thread(
+                target=lambda: create_seconds.append(
+                    soak_scheduled.create_all(stack, tenant.headers, planned, sched_rx)
+                ),
+                name="sched-create",
+            )
+            creating.start()
         if split and options.kills:
             killer = Killer(stack, [primary, backup], options.events, options.kills)
             killer.start()
@@ -544,21 +676,52 @@ def soak_run(run: str, *, split: bool, options: Options, log_dir: Path) -> Figur
             "waiting for every delivery to be final",
             flush=True,
         )
+        if creating is not None:
+            creating.join()
+            made = sum(1 for p in planned if p.callback_id)
+            print(
+                f"  created {made} of {len(planned)} scheduled callbacks in "
+                f"{create_seconds[0] if create_seconds else 0:.1f} s",
+                flush=True,
+            )
         waited = wait_final(stack, tenant, published.accepted, options.deadline)
+        print(f"  drained in {waited.seconds:.1f} s ({waited.rounds} polling rounds)", flush=True)
+        states: dict[str, dict[str, Any]] = {}
+        listed: dict[str, dict[str, Any]] = {}
+        sched_wait = 0.0
+        if planned:
+            listed = soak_scheduled.list_callbacks(stack, tenant.headers)
+            ids = sorted(
+                {p.callback_id for p in planned if p.callback_id}
+                | {cb["callback_id"] for cb in listed.values()}
+            )
+            states, sched_wait = soak_scheduled.wait_final(
+                stack, tenant.headers, ids, options.deadline
+            )
+            print(f"  scheduled callbacks final after {sched_wait:.1f} s more", flush=True)
         if killer is not None:
             killer.stop()
             killer.join(timeout=30)
         ids = [d["delivery_id"] for state in waited.deliveries.values() for d in state]
-        print(
-            f"  drained in {waited.seconds:.1f} s ({waited.rounds} polling rounds); "
-            f"reading {len(ids)} delivery records",
-            flush=True,
-        )
+        sched_receipts = sched_rx.snapshot()
+        firing_ids = sorted({r.webhook_id for r in sched_receipts if r.webhook_id})
         fetched = time.monotonic()
         records = fetch_deliveries(stack, tenant, ids)
-        print(f"  read {len(records)} records in {time.monotonic() - fetched:.1f} s", flush=True)
+        firing_records = fetch_deliveries(stack, tenant, firing_ids) if firing_ids else {}
+        print(
+            f"  read {len(records)} + {len(firing_records)} delivery records in "
+            f"{time.monotonic() - fetched:.1f} s",
+            flush=True,
+        )
         receipts = primary.snapshot() + backup.snapshot()
-        crashes = primary.crashes + backup.crashes
+        crashes = primary.crashes + backup.crashes + sched_rx.crashes
+        fault_stats = stack.fault_stats()
+        if planned:
+            sched_figures = soak_scheduled.analyse(
+                planned, listed, states, sched_receipts, firing_records
+            )
+            sched_figures.create_seconds = round(create_seconds[0] if create_seconds else 0, 1)
+            sched_figures.wait_seconds = round(sched_wait, 1)
     finally:
         if killer is not None:
             killer.stop()
@@ -566,11 +729,20 @@ def soak_run(run: str, *, split: bool, options: Options, log_dir: Path) -> Figur
         stack.stop()
         primary.stop()
         backup.stop()
+        sched_rx.stop()
     figures = analyse(run, tenant, published, waited, records, receipts)
     figures.total_seconds = round(time.monotonic() - started, 1)
     figures.receiver_crashes = crashes
+    figures.aws_faults = fault_stats
+    if sched_figures is not None:
+        figures.lost += sched_figures.lost_firings
+        figures.stuck += sched_figures.stuck_callbacks + sched_figures.stuck_firings
+        figures.evidence += sched_figures.evidence
+        sched_figures.evidence = []
+        figures.scheduled = sched_figures.__dict__
     if killer is not None:
         figures.kills = [k.__dict__ for k in killer.kills]
+    (log_dir / "evidence.json").write_text(json.dumps(figures.evidence, indent=1))
     return figures
 
 
@@ -578,18 +750,22 @@ def show(figures: Figures, title: str) -> None:
     rows: list[tuple[str, Any]] = [
         ("events published", figures.events_published),
         ("events accepted (202)", figures.events_accepted),
-        ("events refused", figures.events_refused),
+        ("events never accepted (count as lost)", figures.events_refused),
         ("publish client retries", figures.publish_client_retries),
+        ("events accepted on a retry after a 5xx", figures.accepted_after_5xx),
+        ("  of which lost their delivery", figures.lost_after_5xx),
+        ("202 answers with a wrong deliveries count", figures.wrong_delivery_count_in_202),
         ("publish time (s)", figures.publish_seconds),
         ("deliveries expected", figures.deliveries_expected),
         ("delivered", figures.delivered),
         ("failed (dead-lettered)", figures.failed),
         ("  by reason", figures.failure_reasons),
         ("skipped", figures.skipped),
-        ("still retrying at the deadline", figures.retrying_at_end),
         ("LOST (must be 0)", figures.lost),
-        ("  of which missing records", figures.missing),
-        ("  of which still pending", figures.pending_at_end),
+        ("  of which missing delivery records", figures.missing),
+        ("STUCK: not final at the deadline (must be 0)", figures.stuck),
+        ("  deliveries still pending", figures.pending_at_end),
+        ("  deliveries still retrying", figures.retrying_at_end),
         ("attempts recorded", figures.attempts_recorded),
         ("  by outcome", figures.attempt_outcomes),
         ("requests seen by receivers", figures.receiver_requests),
@@ -609,9 +785,48 @@ def show(figures: Figures, title: str) -> None:
     ]
     if figures.kills:
         rows.append(("worker kills", len(figures.kills)))
+    if figures.aws_faults:
+        rows.append(("AWS faults injected", figures.aws_faults.get("faults")))
+        rows.append(("  of AWS calls", sum(figures.aws_faults.get("calls", {}).values())))
+        rows.append(("  by kind", figures.aws_faults.get("by_kind")))
+    sched = figures.scheduled
+    if sched:
+        rows += [
+            (
+                "scheduled callbacks planned / created",
+                (sched["callbacks_planned"], sched["callbacks_created"]),
+            ),
+            ("  creates retried after a 5xx", sched["create_5xx_retried"]),
+            (
+                "  created but answer lost (found by list)",
+                sched["create_answer_lost_found_by_list"],
+            ),
+            ("  never created (answers)", sched["create_refused"]),
+            (
+                "scheduled firings expected / started / sent",
+                (sched["firings_expected"], sched["firings_started"], sched["firings_sent"]),
+            ),
+            ("  firing deliveries by status", sched["firing_statuses"]),
+            ("  callbacks by state", sched["states"]),
+            ("  lost firings (in LOST)", sched["lost_firings"]),
+            (
+                "  stuck callbacks / firings (in STUCK)",
+                (sched["stuck_callbacks"], sched["stuck_firings"]),
+            ),
+            ("  early firings (before due - 1 s)", sched["early_firings"]),
+            ("  requests at the scheduled receiver", sched["requests"]),
+            ("  duplicate sends", sched["duplicate_sends"]),
+            ("    by cause", sched["duplicates_by_cause"]),
+            ("  bad signatures", sched["bad_signatures"]),
+            ("  requests unverifiable (secret never received)", sched["unverifiable_requests"]),
+        ]
     print(f"\n== {title}")
     for name, value in rows:
         print(f"  {name:<54} {value}")
+    if figures.evidence:
+        print(f"  evidence ({len(figures.evidence)}; first 25):")
+        for item in figures.evidence[:25]:
+            print("    ", json.dumps(item, sort_keys=True))
     print("  json:", json.dumps(figures.__dict__, sort_keys=True), flush=True)
 
 
@@ -630,8 +845,32 @@ def main(argv: list[str] | None = None) -> int:
         "--kills", default="0.25,0.6", help="kill the worker at these fractions of the receipts"
     )
     parser.add_argument("--seed", type=int, default=8)
-    parser.add_argument("--runs", choices=("both", "faults", "kill"), default="both")
+    parser.add_argument(
+        "--reconcile-grace",
+        type=float,
+        default=60.0,
+        help="RINGBACK_RECONCILE_GRACE_SECONDS of the stack (above the 31 s lease and 40 s "
+        "visibility)",
+    )
+    parser.add_argument(
+        "--aws-faults", type=float, default=0.10, help="run 3: share of AWS calls that fail"
+    )
+    parser.add_argument("--aws-faults-seed", type=int, default=12)
+    parser.add_argument(
+        "--scheduled", type=int, default=200, help="run 3: scheduled callbacks created"
+    )
+    parser.add_argument(
+        "--runs",
+        default="all",
+        help="all, both (= faults,kill) or a comma list of faults, kill, aws",
+    )
     args = parser.parse_args(argv)
+    wanted = {"all": RUNS, "both": ("faults", "kill")}.get(args.runs) or tuple(
+        r.strip() for r in args.runs.split(",") if r.strip()
+    )
+    unknown = [r for r in wanted if r not in RUNS]
+    if unknown:
+        parser.error(f"unknown run(s) {unknown}; choose from {', '.join(RUNS)}")
     options = Options(
         events=args.events,
         fail_rate=args.fail_rate,
@@ -642,32 +881,36 @@ def main(argv: list[str] | None = None) -> int:
         publishers=args.publishers,
         kills=tuple(float(f) for f in args.kills.split(",") if f.strip()),
         seed=args.seed,
+        reconcile_grace=args.reconcile_grace,
+        aws_faults=args.aws_faults,
+        aws_faults_seed=args.aws_faults_seed,
+        scheduled=args.scheduled,
     )
     log_dir = Path(tempfile.mkdtemp(prefix="ringback-soak-"))
     print(
         f"soak: {options.events} events, receivers failing {options.fail_rate:.0%}, retry "
         f"schedule {options.schedule} s, HTTP timeout {options.http_timeout} s, visibility "
-        f"{options.visibility} s; stack logs in {log_dir}",
+        f"{options.visibility} s, reconcile grace {options.reconcile_grace:g} s; "
+        f"run 3 adds {options.aws_faults:.0%} AWS faults (seed "
+        f"{options.aws_faults_seed}) and {options.scheduled} scheduled callbacks; stack logs "
+        f"in {log_dir}",
         flush=True,
     )
     results: list[Figures] = []
-    if args.runs in ("both", "faults"):
-        print("\n-- run 1: faults (one stack process, as make run)", flush=True)
-        (log_dir / "run1").mkdir()
-        figures = soak_run("faults", split=False, options=options, log_dir=log_dir / "run1")
-        show(figures, "run 1: receivers failing at random")
-        results.append(figures)
-    if args.runs in ("both", "kill"):
-        print("\n-- run 2: faults + worker SIGKILLed mid-batch (split stack)", flush=True)
-        (log_dir / "run2").mkdir()
-        figures = soak_run("kill", split=True, options=options, log_dir=log_dir / "run2")
-        show(figures, "run 2: receivers failing at random, worker killed and restarted")
+    for number, run in enumerate(RUNS, start=1):
+        if run not in wanted:
+            continue
+        print(f"\n-- run {number}: {run}", flush=True)
+        run_dir = log_dir / f"run{number}"
+        run_dir.mkdir()
+        figures = soak_run(run, options=options, log_dir=run_dir)
+        show(figures, TITLES[run])
         results.append(figures)
     print("\n== verdict")
     for figures in results:
         verdict = "OK" if figures.healthy else "BROKEN"
         print(
-            f"  {figures.run:<7} lost {figures.lost}, violations "
+            f"  {figures.run:<7} lost {figures.lost}, stuck {figures.stuck}, violations "
             f"{figures.backup_rule_violations}, duplicates {figures.duplicate_sends} -> {verdict}"
         )
     return 0 if all(f.healthy for f in results) else 1

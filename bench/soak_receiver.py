@@ -47,6 +47,8 @@ class Receipt:
     behaviour: str
     signature_ok: bool
     at: float
+    callback_id: str = ""  # scheduled firings: Ringback-Callback-Id
+    fire_count: int = 0  # scheduled firings: Ringback-Fire-Count
 
     @property
     def processed(self) -> bool:
@@ -79,6 +81,13 @@ def _attempt_of(body: bytes, content_type: str) -> int:
     except (ValueError, KeyError, ET.ParseError):
         return 0
     return 0
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return 0
 
 
 class _Server(ThreadingHTTPServer):
@@ -169,6 +178,8 @@ class FaultyReceiver:
             behaviour=behaviour,
             signature_ok=signed,
             at=time.time(),
+            callback_id=headers.get("ringback-callback-id", ""),
+            fire_count=_int(headers.get("ringback-fire-count", "")),
         )
         with self._lock:
             self.receipts.append(receipt)

@@ -47,9 +47,18 @@ class Stack:
     """One soak run's stack processes; logs go to files under ``log_dir``."""
 
     def __init__(
-        self, *, split: bool, overrides: dict[str, str], visibility: int, log_dir: Path
+        self,
+        *,
+        split: bool,
+        overrides: dict[str, str],
+        visibility: int,
+        log_dir: Path,
+        aws_faults: float | None = None,
+        aws_faults_seed: int = 0,
     ) -> None:
         self.split = split
+        self.aws_faults = aws_faults
+        self._aws_faults_seed = aws_faults_seed
         self._choose_ports()
         self._env_args = [
             arg for name, value in overrides.items() for arg in ("--env", f"{name}={value}")
@@ -88,6 +97,9 @@ class Stack:
             ]
             if self.split:
                 args.append("--no-worker")
+            if self.aws_faults is not None:
+                args += ["--aws-faults", str(self.aws_faults)]
+                args += ["--aws-faults-seed", str(self._aws_faults_seed)]
             self.api = self._spawn(args, log_name)
             try:
                 self._wait_healthy(self.api)
@@ -151,6 +163,25 @@ class Stack:
             "in_flight": int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
             "delayed": int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
         }
+
+    def fault_stats(self) -> dict[str, object] | None:
+        """The embedded AWS's fault counts (devstack/faults.py), or None without faults."""
+        if self.aws_faults is None:
+            return None
+        try:
+            found: dict[str, object] = requests.get(
+                f"{self.aws_url}/ringback-faults/stats", timeout=10
+            ).json()
+        except (requests.RequestException, ValueError):
+            return None
+        return found
+
+    def switch_faults(self, on: bool) -> None:
+        """Pause or resume the embedded AWS's faults (no-op without faults)."""
+        if self.aws_faults is None:
+            return
+        action = "resume" if on else "pause"
+        requests.post(f"{self.aws_url}/ringback-faults/{action}", timeout=10).raise_for_status()
 
     def stop(self) -> None:
         for process in (self.worker, self.api):

@@ -21,6 +21,8 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from devstack.faults import FaultInjector
+
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -54,19 +56,34 @@ def serialised(app: WsgiApp) -> WsgiApp:
 class EmbeddedAws:
     """A moto server on ``host:port`` (port 0 picks a free one) with serialised requests."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        faults: float | None = None,
+        faults_seed: int = 0,
+    ) -> None:
         self._host = host
         self._port = port
+        self.faults: FaultInjector | None = None
+        self._faults_rate = faults
+        self._faults_seed = faults_seed
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> str:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per AWS call is noise
-        app = DomainDispatcherApplication(create_backend_app)
+        app = serialised(DomainDispatcherApplication(create_backend_app))
+        if self._faults_rate is not None:
+            # Outside the lock: a faulted call does not wait for moto (an applied-then-failed
+            # one takes the lock inside, as any call does).
+            self.faults = FaultInjector(app, self._faults_rate, self._faults_seed)
+            app = self.faults
         self._server = make_server(
             self._host,
             self._port,
-            serialised(app),
+            app,
             threaded=True,
             request_handler=MotoRequestHandler,
         )
@@ -79,6 +96,14 @@ class EmbeddedAws:
         assert self._server is not None, "start() first"
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
+
+    def enable_faults(self) -> None:
+        """Start failing calls (``faults=RATE``): after the resources exist, so set-up is clean."""
+        if self.faults is not None:
+            self.faults.enable()
+
+    def fault_summary(self) -> str | None:
+        return self.faults.summary() if self.faults is not None else None
 
     def reset(self) -> None:
         """Forget every resource (tests start each case from empty tables)."""
@@ -93,22 +118,30 @@ class EmbeddedAws:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m devstack.embedded_aws [--port N]``: an embedded AWS in a process of its own,
-    printing its URL on the first line (benchmarks use it so that moto's CPU is not theirs)."""
+    """``python -m devstack.embedded_aws [--port N] [--faults RATE --seed N]``: an embedded AWS
+    in a process of its own, printing its URL on the first line (benchmarks use it so that moto's
+    CPU is not theirs). With ``--faults`` a seeded fraction of data calls fail from the start
+    (resource set-up never does, devstack/faults.py); counts at ``/ringback-faults/stats``."""
     import argparse
     import time
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--faults", type=float, metavar="RATE", help="fraction of calls to fail")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
     args = parser.parse_args(argv)
-    aws = EmbeddedAws(args.host, args.port)
+    aws = EmbeddedAws(args.host, args.port, faults=args.faults, faults_seed=args.seed)
     print(aws.start(), flush=True)
+    aws.enable_faults()
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         aws.stop()
+        summary = aws.fault_summary()
+        if summary:
+            print(summary, flush=True)
     return 0
 
 

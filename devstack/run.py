@@ -17,6 +17,10 @@ Options for fault-injection runs (``make soak``, docs/soak.md); ``make run`` use
 - ``--no-worker`` serves the API and the embedded AWS only; ``--worker-only --aws-url URL`` runs
   only the worker, dead-letter and sweep loops against that embedded AWS. Together they are the
   Lambda split of AWS: the worker process can be killed and restarted while the state survives.
+- ``--aws-faults RATE [--aws-faults-seed N]`` makes the embedded AWS fail that seeded fraction of
+  calls as AWS does under stress (throttling, 5xx, writes applied then failed:
+  devstack/faults.py), once the resources exist. For ``--worker-only``, put the fault proxy
+  ``python -m devstack.faults --upstream URL`` between the worker and the embedded AWS.
 """
 
 from __future__ import annotations
@@ -181,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--no-worker", action="store_true", help="API and embedded AWS only")
     mode.add_argument("--worker-only", action="store_true", help="loops only, needs --aws-url")
     parser.add_argument("--aws-url", help="the embedded AWS of a --no-worker process")
+    parser.add_argument(
+        "--aws-faults", type=float, metavar="RATE", help="fail this share of AWS calls"
+    )
+    parser.add_argument("--aws-faults-seed", type=int, default=0, metavar="N")
     args = parser.parse_args(argv)
     try:
         overrides = parse_overrides(args.env)
@@ -189,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker_only:
         if not args.aws_url:
             parser.error("--worker-only needs --aws-url")
+        if args.aws_faults is not None:
+            parser.error(
+                "--aws-faults belongs to the process holding the embedded AWS; for a "
+                "worker use the proxy: python -m devstack.faults --upstream URL --rate R"
+            )
         return _worker_only(args.aws_url, overrides)
 
     try:
@@ -199,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     from devstack.embedded_aws import EmbeddedAws
 
     admin_key = os.environ.get("RINGBACK_ADMIN_KEY") or "rbk_admin_" + secrets.token_urlsafe(24)
-    aws = EmbeddedAws(port=args.aws_port)
+    aws = EmbeddedAws(port=args.aws_port, faults=args.aws_faults, faults_seed=args.aws_faults_seed)
     aws_url = aws.start()
     changed = _prepare_env(admin_key, aws_url, overrides)
 
@@ -208,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     resources.create_all()
     if args.visibility_timeout is not None:
         _set_visibility(args.visibility_timeout)
+    aws.enable_faults()
 
     from devstack.loops import Loops
     from devstack.server import ApiServer
@@ -224,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  portal:     {_portal_link(base_url)}")
     _print_settings(changed)
     print(f"  embedded AWS: {aws_url}\nPress Ctrl-C to stop.", flush=True)
+    if args.aws_faults is not None:
+        print(
+            f"  AWS faults: {args.aws_faults} (seed {args.aws_faults_seed}), counts at "
+            f"{aws_url}/ringback-faults/stats",
+            flush=True,
+        )
     if args.no_worker:
         print(f"  no worker: start one with --worker-only --aws-url {aws_url}", flush=True)
 
@@ -231,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     loops.stop()
     api.stop()
     aws.stop()
+    if aws.fault_summary():
+        print(aws.fault_summary(), flush=True)
     return 0
 
 
