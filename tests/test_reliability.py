@@ -94,8 +94,10 @@ def test_a_large_fan_out_goes_to_the_queue_in_chunks_and_creates_each_delivery_o
     synthetic["count"] = 2 * ingest.FANOUT_CHUNK + 50
     published = ingest.publish("a" * 24, "big", {"n": 1}, families=[FAMILY])
     assert published.deliveries == synthetic["count"]
-    # the request wrote no delivery itself: three chunk messages wait on the queue
+    # the request wrote no delivery itself and sent one plan message, not the targets
     assert deliveries.event_page(published.event_id).records == []
+    assert _queue_depth(worker) == 1
+    worker.poll()  # the plan: the targets matched again and queued in three chunks
     assert _queue_depth(worker) == 3
     stored = deliveries.get_event(published.event_id)
     assert stored.delivery_ids is None and int(stored.delivery_count) == synthetic["count"]
@@ -111,6 +113,7 @@ def test_a_repeated_fan_out_chunk_creates_and_sends_nothing_twice(synthetic, aws
 
     synthetic["count"] = ingest.FANOUT_CHUNK + 1
     published = ingest.publish("a" * 24, "big", {}, families=[FAMILY])
+    worker.poll()  # the plan queues the two chunks
     received = worker.sqs.receive_message(QueueUrl=worker.work_url, MaxNumberOfMessages=10)[
         "Messages"
     ]

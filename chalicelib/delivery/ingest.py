@@ -10,10 +10,11 @@ Order matters for "nothing is lost":
 2. The event record is written (it never lists its deliveries: they are a Query on the
    deliveries' ``by_event`` index, so no item grows with the number of targets).
 3. Up to ``FANOUT_INLINE_LIMIT`` targets: the deliveries are written (batch writes of 25) and
-   their work messages sent (SQS batches of 10) inside the request. Past it, the targets go to
-   the queue in ``fanout`` chunks of ``FANOUT_CHUNK``; each chunk writes its deliveries and
-   sends their messages under a lease of its own, once. Either way the API answers in bounded
-   time whatever the number of targets.
+   their work messages sent (SQS batches of 10) inside the request. Past it, the request sends
+   one ``fanout`` plan message; a worker matches the targets again and queues them in chunks of
+   ``FANOUT_CHUNK``; each chunk writes its deliveries and sends their messages under a lease of
+   its own, once. The request writes and sends the same whatever the number of targets; only
+   the match (to answer with their count) grows with them.
 4. Only then is the event marked fanned out and the key done, and the API answers 202. A
    request that fails on the way answers 5xx and gives its lease back, so the publisher's retry
    with the same key finishes the work at once.
@@ -270,14 +271,10 @@ def _accept(
         record.fanned_out = True
         record.save()
     else:
-        # The chunks read the event record: it is written first.
+        # The plan (one message) reads the event record: it is written first. The request
+        # sends no target anywhere: its time does not grow with their number beyond the match.
         record.save()
-        queue.send_now(
-            [
-                _fanout_message(event, number, targets[start : start + FANOUT_CHUNK])
-                for number, start in enumerate(range(0, len(targets), FANOUT_CHUNK))
-            ]
-        )
+        queue.send_now([_plan_message(event, [fam.name for fam in chosen])])
         buffered = _buffer(chosen, event)
         record.update(actions=[EventModel.fanned_out.set(True)])
     log.info(
@@ -343,21 +340,21 @@ def _fanout_message(
     }
 
 
-def handle_fanout(message: dict[str, Any]) -> None:
-    """Write one chunk's deliveries and send their messages, once per chunk: a guard item per
-    chunk holds a lease while it runs and says ``done`` after. A repeat of a finished chunk does
-    nothing; a repeat of one whose worker died redoes it with conditional puts."""
-    event_id = str(message["event_id"])
-    number = int(message["chunk"])
-    stored = deliveries.get_event(event_id)
-    if stored is None:
-        log.warning("event %s does not exist; dropping fan-out chunk %s", event_id, number)
-        return
-    first_time = _claim_chunk(f"fanout#{event_id}#{number}")
-    if first_time is None:
-        return
-    event = PublishedEvent(
-        event_id=event_id,
+def _plan_message(event: PublishedEvent, families: Sequence[str]) -> dict[str, Any]:
+    """A large fan-out, handed over whole: a worker matches the targets again and queues them
+    in chunks (``handle_fanout``)."""
+    return {
+        "kind": FANOUT_KIND,
+        "tenant_id": event.tenant_id,
+        "event_id": event.event_id,
+        "plan": True,
+        "families": list(families),
+    }
+
+
+def _stored_event(stored: EventModel) -> PublishedEvent:
+    return PublishedEvent(
+        event_id=stored.event_id,
         tenant_id=stored.tenant_id,
         event_type=stored.event_type,
         received_at=stored.received_at,
@@ -366,6 +363,41 @@ def handle_fanout(message: dict[str, Any]) -> None:
         selection=stored.selection,
         test=bool(stored.test),
     )
+
+
+def _plan(event: PublishedEvent, families: Sequence[str]) -> None:
+    """Match the event's targets (as at acceptance: the same registrations, unless one changed
+    in the seconds between) and queue them in chunks. A repeated plan queues the same chunks
+    again; each chunk is written once (its guard)."""
+    targets = [
+        target for fam in registry.families() if fam.name in families for target in fam.match(event)
+    ]
+    queue.send_now(
+        [
+            _fanout_message(event, number, targets[start : start + FANOUT_CHUNK])
+            for number, start in enumerate(range(0, len(targets), FANOUT_CHUNK))
+        ]
+    )
+
+
+def handle_fanout(message: dict[str, Any]) -> None:
+    """The plan of a large fan-out (match, then queue chunks), or one chunk: write its
+    deliveries and send their messages, once per chunk: a guard item per chunk holds a lease
+    while it runs and says ``done`` after. A repeat of a finished chunk does nothing; a repeat of
+    one whose worker died redoes it with conditional puts."""
+    event_id = str(message["event_id"])
+    stored = deliveries.get_event(event_id)
+    if stored is None:
+        log.warning("event %s does not exist; dropping its fan-out message", event_id)
+        return
+    if message.get("plan"):
+        _plan(_stored_event(stored), [str(f) for f in message.get("families") or []])
+        return
+    number = int(message["chunk"])
+    first_time = _claim_chunk(f"fanout#{event_id}#{number}")
+    if first_time is None:
+        return
+    event = _stored_event(stored)
     targets = [Target(str(f), str(i), str(t), dict(c)) for f, i, t, c in message["targets"]]
     records = _write_deliveries(event, targets, first_time=first_time)
     queue.send_now([deliver_message(rec.delivery_id, 1) for rec in records])
@@ -414,6 +446,9 @@ def _fanout_dead_letter(message: dict[str, Any]) -> None:
     """SQS gave up on a chunk: its deliveries may be partly written. Write the rest (each with a
     conditional put) and queue them, so nothing of the event is lost; a failure here leaves the
     message to this handler's own redrive."""
+    if message.get("plan"):
+        handle_fanout(message)  # planning again only queues chunks; each is written once
+        return
     key = f"fanout#{message['event_id']}#{message['chunk']}"
     existing = read_guard(key)
     if existing is not None and existing.payload == DONE:
