@@ -100,7 +100,7 @@ def _run_chunks(deadline_s: float) -> dict[str, Any]:
             continue
         if not got:
             idle += 1
-            if idle > 20:
+            if idle > 40:  # 8 s: longer than the 5 s a failed chunk stays invisible
                 break
             time.sleep(0.2)
             continue
