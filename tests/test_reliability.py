@@ -114,6 +114,8 @@ def test_a_repeated_fan_out_chunk_creates_and_sends_nothing_twice(synthetic, aws
     synthetic["count"] = ingest.FANOUT_CHUNK + 1
     published = ingest.publish("a" * 24, "big", {}, families=[FAMILY])
     worker.poll()  # the plan queues the two chunks
+    # a copy that finds another holding the chunk's lease comes back after 2 s, not 360 s
+    worker.sqs.set_queue_attributes(QueueUrl=worker.work_url, Attributes={"VisibilityTimeout": "2"})
     received = worker.sqs.receive_message(QueueUrl=worker.work_url, MaxNumberOfMessages=10)[
         "Messages"
     ]
@@ -542,3 +544,31 @@ def test_the_attempts_log_never_shows_a_key_from_the_url(client, make_tenant, wo
         f"/deliveries/{delivery['delivery_id']}", headers=owner.headers
     ).json_body["attempts"]
     assert "s3cr3t-value" not in attempt["url"] and "order=1" in attempt["url"]
+
+
+def test_a_fan_out_chunk_that_failed_halfway_is_finished_by_its_redelivery(
+    synthetic, aws, worker, monkeypatch
+):
+    """AWS failed a chunk after some of its deliveries were written: the chunk gives its lease
+    back and SQS's redelivery writes the rest and queues them all (found by bench.fanout with
+    AWS faults on: a chunk that kept its lease was dropped by its own redelivery)."""
+    from chalicelib.delivery import ingest, queue
+
+    synthetic["count"] = ingest.FANOUT_CHUNK + 1
+    worker.sqs.set_queue_attributes(QueueUrl=worker.work_url, Attributes={"VisibilityTimeout": "2"})
+    real = queue.send_now
+    failed: list[int] = []
+
+    def flaky(messages, delay_seconds=0):
+        if messages and messages[0].get("kind") == "deliver" and len(messages) > 1 and not failed:
+            failed.append(len(messages))
+            raise OSError("SQS: ServiceUnavailable")
+        return real(messages, delay_seconds)
+
+    monkeypatch.setattr(queue, "send_now", flaky)
+    published = ingest.publish("a" * 24, "big", {}, families=[FAMILY])
+    worker.run_until_idle(timeout=60)
+    assert failed
+    statuses = _statuses(published.event_id)
+    assert len(statuses) == synthetic["count"] and set(statuses) == {"delivered"}
+    assert len(synthetic["hits"]) == synthetic["count"] == len(set(synthetic["hits"]))

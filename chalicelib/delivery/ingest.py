@@ -25,6 +25,7 @@ unfinished delivery carries a due time in a sparse index.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -394,21 +395,30 @@ def handle_fanout(message: dict[str, Any]) -> None:
         _plan(_stored_event(stored), [str(f) for f in message.get("families") or []])
         return
     number = int(message["chunk"])
-    first_time = _claim_chunk(f"fanout#{event_id}#{number}")
+    key = f"fanout#{event_id}#{number}"
+    first_time = _claim_chunk(key)
     if first_time is None:
         return
     event = _stored_event(stored)
     targets = [Target(str(f), str(i), str(t), dict(c)) for f, i, t, c in message["targets"]]
-    records = _write_deliveries(event, targets, first_time=first_time)
-    queue.send_now([deliver_message(rec.delivery_id, 1) for rec in records])
-    GuardModel(f"fanout#{event_id}#{number}").update(
-        actions=[GuardModel.payload.set(DONE), GuardModel.lease_until.remove()]
-    )
+    try:
+        records = _write_deliveries(event, targets, first_time=first_time)
+        queue.send_now([deliver_message(rec.delivery_id, 1) for rec in records])
+    except Exception:
+        # Give the lease back so the message's redelivery redoes the chunk at once (with
+        # conditional puts) instead of waiting for the lease to run out.
+        with contextlib.suppress(Exception):
+            GuardModel(key).update(
+                actions=[GuardModel.lease_until.set(0)],
+                condition=GuardModel.payload.does_not_exist(),
+            )
+        raise
+    GuardModel(key).update(actions=[GuardModel.payload.set(DONE), GuardModel.lease_until.remove()])
 
 
 def _claim_chunk(key: str) -> bool | None:
-    """True: ours, first time; False: ours, redo (a worker died on it); None: nothing to do
-    (done already, or another copy of the message holds the lease right now)."""
+    """True: ours, first time; False: ours, redo (a worker died on it, or gave the lease back
+    after a failure); None: done already. Raises ``LeaseHeld`` while another holds the lease."""
     token = new_id()
     now = time.time()
     guard = GuardModel(
@@ -432,11 +442,10 @@ def _claim_chunk(key: str) -> bool | None:
         return None
     held = existing.lease_until
     if held is not None and float(held) >= now:
-        # Another copy of this message is being handled right now. This copy can go: if that
-        # worker dies, its own copy comes back from SQS (it is deleted only on success) and
-        # takes the lease over.
-        log.info("fan-out chunk %s is being written by another worker; duplicate dropped", key)
-        return None
+        # Another copy of this message is being handled right now, or its worker died holding
+        # the lease. This copy comes back later (SQS redelivers it): by then the chunk is done,
+        # or the lease has run out and this copy takes it over. Dropping it could lose the chunk.
+        raise LeaseHeld(f"fan-out chunk {key} is being written by another worker")
     if not _take_over(existing, held, now):
         raise LeaseHeld(f"fan-out chunk {key} was taken over by another worker")
     return False
