@@ -75,6 +75,20 @@ def _queue_depth(worker) -> int:
     return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
 
 
+def _publish_losing_its_messages(monkeypatch, tenant_id: str, event_type: str) -> None:
+    """A publish whose deliveries are written but whose SQS send fails (the API answers 5xx),
+    and the publisher never retries."""
+    from chalicelib.delivery import ingest, queue
+
+    def refuse(*args, **kwargs):
+        raise OSError("SQS: 5xx")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(queue, "send_now", refuse)
+        with pytest.raises(OSError):
+            ingest.publish(tenant_id, event_type, {}, families=[FAMILY])
+
+
 def _reconcile_later(seconds: float = 3600) -> dict:
     """A reconcile as it would run ``seconds`` from now (past the grace period)."""
     from chalicelib.delivery import reconciler
@@ -218,14 +232,9 @@ def test_deliveries_whose_messages_were_lost_are_put_back_on_their_way(
 ):
     """The publisher never retried: the deliveries exist, their messages do not. The reconciler
     finds them (and only them) once they are overdue by the grace period."""
-    from chalicelib.delivery import ingest, queue
 
     synthetic["count"] = 3
-    real_send = queue.send_now
-    monkeypatch.setattr(queue, "send_now", lambda *a, **k: (_ for _ in ()).throw(OSError("5xx")))
-    with pytest.raises(OSError):
-        ingest.publish("d" * 24, "e", {}, families=[FAMILY])
-    monkeypatch.setattr(queue, "send_now", real_send)
+    _publish_losing_its_messages(monkeypatch, "d" * 24, "e")
     worker.run_until_idle()
     assert synthetic["hits"] == []
 
@@ -239,14 +248,9 @@ def test_deliveries_whose_messages_were_lost_are_put_back_on_their_way(
 
 
 def test_a_stuck_delivery_is_re_armed_not_resent_every_run(synthetic, aws, worker, monkeypatch):
-    from chalicelib.delivery import ingest, queue
 
     synthetic["count"] = 1
-    real_send = queue.send_now
-    monkeypatch.setattr(queue, "send_now", lambda *a, **k: (_ for _ in ()).throw(OSError("5xx")))
-    with pytest.raises(OSError):
-        ingest.publish("d" * 24, "e", {}, families=[FAMILY])
-    monkeypatch.setattr(queue, "send_now", real_send)
+    _publish_losing_its_messages(monkeypatch, "d" * 24, "e")
     now = time.time() + 3600
     from chalicelib.delivery import reconciler
 
@@ -256,17 +260,13 @@ def test_a_stuck_delivery_is_re_armed_not_resent_every_run(synthetic, aws, worke
 
 
 def test_reconcile_reads_only_the_stuck_work(synthetic, aws, worker, monkeypatch):
-    from chalicelib.delivery import ingest, queue
+    from chalicelib.delivery import ingest
 
     synthetic["count"] = 40
     ingest.publish("e" * 24, "ok", {}, families=[FAMILY])
     worker.run_until_idle()
     synthetic["count"] = 2
-    real_send = queue.send_now
-    monkeypatch.setattr(queue, "send_now", lambda *a, **k: (_ for _ in ()).throw(OSError("5xx")))
-    with pytest.raises(OSError):
-        ingest.publish("e" * 24, "stuck", {}, families=[FAMILY])
-    monkeypatch.setattr(queue, "send_now", real_send)
+    _publish_losing_its_messages(monkeypatch, "e" * 24, "stuck")
     report = _reconcile_later()
     assert report["items_read"] == 2 and report["records_read"] <= 4
 
