@@ -56,3 +56,34 @@ def test_a_single_event_still_answers_202(client, make_tenant):
     owner = make_tenant()
     response = post(client, owner, {"event_type": "x"})
     assert response.status_code == 202 and set(response.json_body) == {"event_id", "deliveries"}
+
+
+def test_a_batch_of_events_to_one_target_is_listed_delivered_and_replayable(
+    client, make_tenant, worker, httpserver
+):
+    """Each event of a batch lists its own delivery; a replay of one is listed with it."""
+    owner = make_tenant()
+    receiver = Receiver(httpserver)
+    gone = Receiver(httpserver, path="/gone", script=((410, {}, 0),))
+    register(client, owner, receiver.url)
+    register(client, owner, gone.url, event_type="order.gone")
+    batch = [{"event_type": "order.paid", "payload": {"n": n}} for n in range(11)]
+    batch.insert(7, {"event_type": "order.gone", "payload": {}})
+    body = post(client, owner, batch).json_body
+    assert body["accepted"] == 12
+    worker.run_until_idle()
+    assert len(receiver.requests) == 11 and len(gone.requests) == 1
+    paid = client.http.get(f"/events/{body['results'][0]['event_id']}", headers=owner.headers)
+    assert [d["status"] for d in paid.json_body["deliveries"]] == ["delivered"]
+    event_id = body["results"][7]["event_id"]
+    event = client.http.get(f"/events/{event_id}", headers=owner.headers).json_body
+    [delivery] = event["deliveries"]
+    assert delivery["status"] == "failed" and event["next_cursor"] is None
+    replayed = client.http.post(
+        f"/deliveries/{delivery['delivery_id']}/replay", headers=owner.headers
+    )
+    assert replayed.status_code in (200, 201, 202), replayed.json_body
+    worker.run_until_idle()
+    listed = client.http.get(f"/events/{event_id}", headers=owner.headers).json_body
+    assert len(listed["deliveries"]) == 2
+    assert delivery["delivery_id"] in {d["delivery_id"] for d in listed["deliveries"]}

@@ -329,3 +329,26 @@ def test_concurrent_creates_never_pass_the_limit(client, make_tenant, admin_head
     assert outcomes.count("created") == 5 and outcomes.count("refused") == 15
     assert len(list(callnotify.list_for(owner.tenant_id))) == 5
     assert quotas.usage(owner.tenant_id)["registrations"]["callnotify"] == 5
+
+
+def test_a_batch_takes_what_the_bucket_holds_and_refuses_the_rest_in_order(
+    client, make_tenant, admin_headers, frozen_clock
+):
+    """One request of 5 events against 3 per second: the first 3 are accepted with one update
+    of the bucket, the other 2 get the family's 429 body in their place."""
+    owner = make_tenant("OWNER")
+    _put(client, admin_headers, owner.tenant_id, {"events_per_second": 3})
+    batch = [{"event_type": "order.paid", "payload": {"n": n}} for n in range(5)]
+    answer = client.http.post("/events", headers=owner.headers, body=json.dumps(batch))
+    assert answer.status_code == 200
+    results = answer.json_body["results"]
+    assert [r["status"] for r in results] == [202, 202, 202, 429, 429]
+    assert results[3]["error"] == "quota_exceeded" and results[3]["limit"] == 3
+    assert "event_id" not in results[4]
+    assert (answer.json_body["accepted"], answer.json_body["refused"]) == (3, 2)
+    # the bucket is empty now: a whole batch is refused; a token later, one event goes through
+    again = client.http.post("/events", headers=owner.headers, body=json.dumps(batch[:2]))
+    assert [r["status"] for r in again.json_body["results"]] == [429, 429]
+    frozen_clock[0] += 1 / 3 + 0.001
+    later = client.http.post("/events", headers=owner.headers, body=json.dumps(batch[:2]))
+    assert [r["status"] for r in later.json_body["results"]] == [202, 429]

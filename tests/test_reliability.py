@@ -231,7 +231,8 @@ def test_deliveries_whose_messages_were_lost_are_put_back_on_their_way(
     synthetic, aws, worker, monkeypatch
 ):
     """The publisher never retried: the deliveries exist, their messages do not. The reconciler
-    finds them (and only them) once they are overdue by the grace period."""
+    finds the request's outbox (and only it) once it is overdue by the grace period, and sends
+    the deliveries it lists."""
 
     synthetic["count"] = 3
     _publish_losing_its_messages(monkeypatch, "d" * 24, "e")
@@ -241,10 +242,60 @@ def test_deliveries_whose_messages_were_lost_are_put_back_on_their_way(
     assert _reconcile_later(seconds=1)["deliveries_requeued"] == 0  # not overdue yet
     report = _reconcile_later()
     assert report["deliveries_requeued"] == 3
-    assert report["items_read"] == 3
+    assert report["outboxes_read"] == 1 and report["records_read"] == 3
     worker.run_until_idle()
     assert len(synthetic["hits"]) == 3
-    assert _reconcile_later(seconds=7200)["items_read"] == 0  # delivered: out of the index
+    assert _reconcile_later(seconds=7200)["items_read"] == 0  # the outbox is gone
+
+
+def test_a_batch_whose_sends_failed_answers_each_event_and_loses_none(
+    synthetic, aws, worker, monkeypatch
+):
+    """SQS refused the sends of a batch (after its deliveries were written): every event of it
+    is reported not accepted, and the request's outbox still gets each delivery sent once."""
+    from chalicelib.delivery import ingest, queue
+
+    synthetic["count"] = 2
+    requests = [ingest.EventRequest("e", {"n": n}) for n in range(5)]
+
+    def refuse(*args, **kwargs):
+        raise OSError("SQS: 5xx")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(queue, "send_now", refuse)
+        outcomes = ingest.publish_many("d" * 24, requests, families=[FAMILY])
+    assert all(isinstance(o, OSError) for o in outcomes) and len(outcomes) == 5
+    worker.run_until_idle()
+    assert synthetic["hits"] == []
+    report = _reconcile_later()
+    assert report["outboxes_read"] == 1 and report["deliveries_requeued"] == 10
+    worker.run_until_idle()
+    assert len(synthetic["hits"]) == 10 == len(set(synthetic["hits"]))
+    assert _reconcile_later(seconds=7200)["deliveries_requeued"] == 0
+
+
+def test_an_outbox_whose_request_died_before_writing_sends_nothing(
+    synthetic, aws, worker, monkeypatch
+):
+    """The request wrote its outbox and died before its deliveries: nothing was accepted, so
+    the reconciler finds nothing to send and drops the outbox."""
+    from chalicelib.storage import deliveries
+
+    synthetic["count"] = 3
+
+    def die(records):
+        raise OSError("DynamoDB: 5xx")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(deliveries, "write_new", die)
+        from chalicelib.delivery import ingest
+
+        with pytest.raises(OSError):
+            ingest.publish("d" * 24, "e", {}, families=[FAMILY])
+    report = _reconcile_later()
+    assert report["outboxes_read"] == 1 and report["records_read"] == 0
+    assert report["deliveries_requeued"] == 0
+    assert _reconcile_later(seconds=7200)["items_read"] == 0
 
 
 def test_a_stuck_delivery_is_re_armed_not_resent_every_run(synthetic, aws, worker, monkeypatch):
@@ -268,7 +319,8 @@ def test_reconcile_reads_only_the_stuck_work(synthetic, aws, worker, monkeypatch
     synthetic["count"] = 2
     _publish_losing_its_messages(monkeypatch, "e" * 24, "stuck")
     report = _reconcile_later()
-    assert report["items_read"] == 2 and report["records_read"] <= 4
+    # the one outbox left by the failed request, and its two deliveries: not the 40 delivered
+    assert report["items_read"] == 1 and report["records_read"] == 2
 
 
 def test_a_scheduled_callback_whose_hand_over_was_lost_still_fires(

@@ -43,8 +43,16 @@ def _invalid(field: str | None, message: str) -> ApiError:
     return json_error(400, "invalid", message, field=field)
 
 
-def _tenant_for(principal: Principal, body: dict[str, Any], need: Need) -> str:
-    """The caller's own tenant, or (ADMIN/RESELLER) the ``tenant_id`` named in the body."""
+def _tenant_for(
+    principal: Principal,
+    body: dict[str, Any],
+    need: Need,
+    checked: dict[str, ApiError | None] | None = None,
+) -> str:
+    """The caller's own tenant, or (ADMIN/RESELLER) the ``tenant_id`` named in the body.
+
+    ``checked`` remembers each tenant's verdict within one request (a batch names its tenant
+    up to 100 times; the tenant is read once)."""
     tenant_id = body.get("tenant_id")
     if tenant_id is None:
         if principal.role is Role.ADMIN:
@@ -52,7 +60,18 @@ def _tenant_for(principal: Principal, body: dict[str, Any], need: Need) -> str:
         tenant_id = principal.tenant_id
     if not isinstance(tenant_id, str):
         raise _invalid("tenant_id", "tenant_id must be a string")
-    _authorize(principal, tenant_id, need)
+    if checked is None:
+        _authorize(principal, tenant_id, need)
+        return tenant_id
+    if tenant_id not in checked:
+        try:
+            _authorize(principal, tenant_id, need)
+            checked[tenant_id] = None
+        except ApiError as exc:
+            checked[tenant_id] = exc
+    refusal = checked[tenant_id]
+    if refusal is not None:
+        raise refusal
     return tenant_id
 
 
@@ -68,9 +87,11 @@ class _EventInput:
     payload: dict[str, Any]
 
 
-def _event_input(principal: Principal, body: dict[str, Any]) -> _EventInput:
+def _event_input(
+    principal: Principal, body: dict[str, Any], checked: dict[str, ApiError | None] | None = None
+) -> _EventInput:
     """One event's fields, checked; raises the house 400/403/404."""
-    tenant_id = _tenant_for(principal, body, Need.WRITE)
+    tenant_id = _tenant_for(principal, body, Need.WRITE, checked)
     event_type = body.get("event_type")
     if not isinstance(event_type, str) or not event_type.strip() or len(event_type) > 128:
         raise _invalid("event_type", "event_type must be a non-empty string (max 128)")
@@ -93,11 +114,17 @@ def _event_input(principal: Principal, body: dict[str, Any]) -> _EventInput:
         raise _invalid(
             field if top_level else f"payload.{field}" if why else "payload", str(exc)
         ) from exc
-    try:  # the tenant's events-per-second quota, after the checks, before anything is accepted
-        quotas.admit_event(tenant_id)
+    return _EventInput(tenant_id, event_type, campaign_id, selection, payload)
+
+
+def _admitted(tenant_id: str, count: int) -> int:
+    """The tenant's events-per-second quota, after the checks, before anything is accepted:
+    how many of ``count`` events may go on (one update for the whole request); raises the
+    family's 429 when none may."""
+    try:
+        return quotas.admit_events(tenant_id, count)
     except quotas.QuotaExceeded as exc:
         raise quota_refusal(exc) from exc
-    return _EventInput(tenant_id, event_type, campaign_id, selection, payload)
 
 
 def _checked_key(key: Any, field: str) -> str | None:
@@ -106,29 +133,25 @@ def _checked_key(key: Any, field: str) -> str | None:
     return key
 
 
-def _publish(event: _EventInput, key: str | None) -> ingest.Published:
-    try:
-        return ingest.publish(
-            event.tenant_id,
-            event.event_type,
-            event.payload,
-            campaign_id=event.campaign_id,
-            selection=event.selection,
-            idempotency_key=key,
+def _request(event: _EventInput, key: str | None) -> ingest.EventRequest:
+    return ingest.EventRequest(
+        event.event_type, event.payload, event.campaign_id, event.selection, key
+    )
+
+
+def _in_progress(exc: ingest.InProgress) -> ApiError:
+    return ApiError(
+        Response(
+            body={
+                "error": "in_progress",
+                "message": "a request with this Idempotency-Key is still being processed; "
+                "retry shortly",
+                "event_id": exc.event_id,
+            },
+            status_code=409,
+            headers={"Retry-After": "1"},
         )
-    except ingest.InProgress as exc:
-        raise ApiError(
-            Response(
-                body={
-                    "error": "in_progress",
-                    "message": "a request with this Idempotency-Key is still being processed; "
-                    "retry shortly",
-                    "event_id": exc.event_id,
-                },
-                status_code=409,
-                headers={"Retry-After": "1"},
-            )
-        ) from exc
+    )
 
 
 @bp.route("/events", methods=["POST"])
@@ -142,12 +165,15 @@ def publish_event() -> Response:
     body = json_body(request)
     event = _event_input(principal, body)
     key = _checked_key(request.headers.get("idempotency-key"), "Idempotency-Key")
-    published = _publish(event, key)
-    headers: dict[str, str | list[str]] = (
-        {"Idempotent-Replayed": "true"} if published.repeated else {}
-    )
+    _admitted(event.tenant_id, 1)
+    (result,) = ingest.publish_many(event.tenant_id, [_request(event, key)])
+    if isinstance(result, ingest.InProgress):
+        raise _in_progress(result)
+    if isinstance(result, Exception):
+        raise result
+    headers: dict[str, str | list[str]] = {"Idempotent-Replayed": "true"} if result.repeated else {}
     return Response(
-        body={"event_id": published.event_id, "deliveries": published.deliveries},
+        body={"event_id": result.event_id, "deliveries": result.deliveries},
         status_code=202,
         headers=headers,
     )
@@ -166,45 +192,75 @@ def _batch_body(raw: str | bytes | None) -> list[Any] | None:
     return value if isinstance(value, list) else None
 
 
+def _refused(exc: ApiError) -> dict[str, Any]:
+    body = exc.response.body if isinstance(exc.response.body, dict) else {}
+    return {"status": exc.response.status_code, **body}
+
+
+_NOT_ACCEPTED = {"status": 500, "error": "internal", "message": "not accepted; retry this event"}
+
+
 def _publish_batch(principal: Principal, items: list[Any]) -> Response:
     """Each event is accepted or refused on its own; the answer lists them in order, each with
     the status and body a single ``POST /events`` would have given it. One request for up to
-    ``MAX_BATCH`` events: API Gateway's per-request price is paid once."""
+    ``MAX_BATCH`` events: API Gateway's per-request price, the quota update, the registration
+    reads of an event type and the writes' round trips are paid once per request."""
     if not items or len(items) > MAX_BATCH:
         raise _invalid(None, f"a batch holds 1 to {MAX_BATCH} events")
-    results: list[dict[str, Any]] = []
-    for item in items:
+    results: list[dict[str, Any] | None] = [None] * len(items)
+    by_tenant: dict[str, list[tuple[int, ingest.EventRequest]]] = {}
+    checked: dict[str, ApiError | None] = {}
+    for index, item in enumerate(items):
         try:
             if not isinstance(item, dict):
                 raise _invalid(None, "each event of a batch must be a JSON object")
-            event = _event_input(principal, item)
+            event = _event_input(principal, item, checked)
             key = _checked_key(item.get("idempotency_key"), "idempotency_key")
-            published = _publish(event, key)
         except ApiError as exc:
-            body = exc.response.body if isinstance(exc.response.body, dict) else {}
-            results.append({"status": exc.response.status_code, **body})
+            results[index] = _refused(exc)
             continue
-        except Exception:
-            # This event is not accepted (AWS failed under it); the others stand. Retrying it
-            # with its idempotency_key finishes it if it got halfway.
-            log.exception("a batch event failed")
-            results.append(
-                {"status": 500, "error": "internal", "message": "not accepted; retry this event"}
+        by_tenant.setdefault(event.tenant_id, []).append((index, _request(event, key)))
+    for tenant_id, entries in by_tenant.items():
+        try:
+            admitted = _admitted(tenant_id, len(entries))
+        except ApiError as exc:
+            admitted, refusal = 0, _refused(exc)
+        else:
+            refusal = (
+                _refused(quota_refusal(quotas.events_refusal(tenant_id)))
+                if entries[admitted:]
+                else {}
             )
+        for index, _ in entries[admitted:]:
+            results[index] = refusal
+        if not admitted:
             continue
-        result: dict[str, Any] = {
-            "status": 202,
-            "event_id": published.event_id,
-            "deliveries": published.deliveries,
-        }
-        if published.repeated:
-            result["idempotent_replayed"] = True
-        results.append(result)
-    accepted = sum(1 for r in results if r["status"] == 202)
+        published = ingest.publish_many(tenant_id, [r for _, r in entries[:admitted]])
+        for (index, _), outcome in zip(entries[:admitted], published, strict=True):
+            results[index] = _outcome(outcome)
+    done = [r if r is not None else dict(_NOT_ACCEPTED) for r in results]
+    accepted = sum(1 for r in done if r["status"] == 202)
     return Response(
-        body={"accepted": accepted, "refused": len(results) - accepted, "results": results},
+        body={"accepted": accepted, "refused": len(done) - accepted, "results": done},
         status_code=200,
     )
+
+
+def _outcome(outcome: ingest.Published | Exception) -> dict[str, Any]:
+    if isinstance(outcome, ingest.InProgress):
+        return _refused(_in_progress(outcome))
+    if isinstance(outcome, Exception):
+        # This event is not accepted (AWS failed under it); the others stand. Retrying it
+        # with its idempotency_key finishes it if it got halfway.
+        return dict(_NOT_ACCEPTED)
+    result: dict[str, Any] = {
+        "status": 202,
+        "event_id": outcome.event_id,
+        "deliveries": outcome.deliveries,
+    }
+    if outcome.repeated:
+        result["idempotent_replayed"] = True
+    return result
 
 
 def _visible_event(principal: Principal, event_id: str) -> deliveries.EventModel:
@@ -224,17 +280,11 @@ def get_event(event_id: str) -> dict[str, Any]:
     event = _visible_event(_principal(), event_id)
     query = dict(bp.current_request.query_params or {})
     cursor = query.get("cursor")
-    if event.delivery_ids is not None:  # stored before deliveries were indexed by event
-        ids = list(event.delivery_ids)
-        found = deliveries.get_many(ids)
-        records = [found[d] for d in ids if d in found]
-        next_cursor = None
-    else:
-        try:
-            page = deliveries.event_page(event.event_id, limit=EVENT_PAGE, cursor=cursor)
-        except deliveries.BadCursor as exc:
-            raise _invalid("cursor", str(exc)) from exc
-        records, next_cursor = page.records, page.next_cursor
+    try:
+        page = deliveries.event_page(event.event_id, limit=EVENT_PAGE, cursor=cursor, event=event)
+    except deliveries.BadCursor as exc:
+        raise _invalid("cursor", str(exc)) from exc
+    records, next_cursor = page.records, page.next_cursor
     view: dict[str, Any] = {
         "event_id": event.event_id,
         "event_type": event.event_type,

@@ -38,6 +38,7 @@ from chalicelib.domain import callnotify as rules
 from chalicelib.domain import flow
 from chalicelib.domain.urlsafety import InvalidUrl, parse_port, split_authority
 from chalicelib.storage import callnotify as store
+from chalicelib.storage import read_cache
 from chalicelib.storage.deliveries import DeliveryModel
 
 log = logging.getLogger("ringback.delivery.callnotify")
@@ -99,7 +100,10 @@ class CallnotifyFamily:
             return []
         return [
             Target(NAME, notifier.notify_id, notifier.url, limits_content(notifier))
-            for notifier in store.list_for(event.tenant_id, consistent=False)
+            for notifier in read_cache.once(
+                ("callnotify", event.tenant_id),
+                lambda: list(store.list_for(event.tenant_id, consistent=False)),
+            )
             if not notifier.disabled_reason
             and rules.selection_matches(notifier.selection, event.selection or "")
         ]

@@ -12,7 +12,7 @@ from chalicelib.domain import campaign_payload, flow
 from chalicelib.domain.campaign import is_active
 from chalicelib.domain.timeutil import fmt
 from chalicelib.storage import campaign as store
-from chalicelib.storage import secrets
+from chalicelib.storage import read_cache, secrets
 from chalicelib.storage.deliveries import DeliveryModel
 
 
@@ -41,7 +41,10 @@ class CampaignFamily:
         at = event.received_at
         return [
             Target(self.name, reg.callback_id, reg.destination_url, limits_content(reg))
-            for reg in store.registrations_for_event(event.tenant_id, event.event_type)
+            for reg in read_cache.once(
+                ("campaign", event.tenant_id, event.event_type),
+                lambda: list(store.registrations_for_event(event.tenant_id, event.event_type)),
+            )
             if is_active(reg.start_date, reg.end_date, bool(reg.deleted), at)
             and not reg.disabled_reason
             and (not reg.campaign_id or reg.campaign_id == event.campaign_id)

@@ -1,26 +1,25 @@
-"""Accepting an event: claim its idempotency key, record it, fan it out.
+"""Accepting events: claim their idempotency keys, record them, fan them out.
 
+One request carries one event or a batch of up to 100; the batch shares what it can (one quota
+update, one registration read per event type, one outbox, batch writes and SQS batches of 10).
 Order matters for "nothing is lost":
 
-1. With an ``Idempotency-Key``, the key is claimed first with a conditional put that carries a
-   short lease: of any number of concurrent requests with one key, exactly one fans out; the
-   others wait for it to finish and answer with the same event (or 409 ``in_progress`` if it
-   takes too long). A request whose owner died (its lease ran out before the key was marked
-   done) takes the lease over and finishes the same event: every step below is idempotent.
-2. The event record is written (it never lists its deliveries: they are a Query on the
-   deliveries' ``by_event`` index, so no item grows with the number of targets).
-3. Up to ``FANOUT_INLINE_LIMIT`` targets: the deliveries are written (batch writes of 25) and
-   their work messages sent (SQS batches of 10) inside the request. Past it, the request sends
-   one ``fanout`` plan message; a worker matches the targets again and queues them in chunks of
-   ``FANOUT_CHUNK``; each chunk writes its deliveries and sends their messages under a lease of
-   its own, once. The request writes and sends the same whatever the number of targets; only
-   the match (to answer with their count) grows with them.
-4. Only then is the event marked fanned out and the key done, and the API answers 202. A
-   request that fails on the way answers 5xx and gives its lease back, so the publisher's retry
-   with the same key finishes the work at once.
-
-Deliveries written whose message never reached SQS are found by the reconciler: every
-unfinished delivery carries a due time in a sparse index.
+1. With an idempotency key, the key is claimed first (``idempotency``): of concurrent requests
+   with one key exactly one fans out; a request whose owner died finishes the same event.
+2. Up to ``FANOUT_INLINE_LIMIT`` targets per event, inline: the request writes an outbox item
+   listing its deliveries (``storage.outbox``), then the deliveries (batch writes of 25), sends
+   their work messages (SQS batches of 10), writes its event records (already fanned out), and
+   deletes the outbox. An outbox left behind (the request failed or died halfway) is found by
+   the reconciler, which sends what is still unsent; once a message is in SQS, SQS and its
+   dead-letter queue carry the delivery to a final state, so a delivery needs no index entry of
+   its own for the reconciler (two write units fewer per delivery).
+3. Past the limit, the event record is written first and one ``fanout`` plan message sent; a
+   worker matches the targets again and queues them in chunks of ``FANOUT_CHUNK``; each chunk
+   writes its deliveries and sends their messages under a lease of its own, once (the chunk's
+   message is its outbox: SQS hands it out again until the chunk is done).
+4. Only then are the keys marked done, and the API answers. A request that fails on the way
+   answers 5xx for the events it could not finish and gives their leases back, so the
+   publisher's retry with the same key finishes the work at once.
 """
 
 from __future__ import annotations
@@ -31,34 +30,32 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from pynamodb.exceptions import PutError, UpdateError
+from pynamodb.exceptions import PutError
 
 from chalicelib import logs
-from chalicelib.delivery import queue, registry
+from chalicelib.delivery import idempotency, queue, registry
 from chalicelib.delivery.dispatcher import LeaseHeld, deliver_message
+from chalicelib.delivery.idempotency import DONE, InProgress
 from chalicelib.delivery.registry import PublishedEvent, Target
 from chalicelib.domain.ids import new_id
 from chalicelib.domain.timeutil import fmt, utcnow
-from chalicelib.storage import deliveries
+from chalicelib.storage import deliveries, outbox, read_cache
 from chalicelib.storage.deliveries import EventModel, NewDelivery
 from chalicelib.storage.guards import GuardModel, read_guard
 
 log = logging.getLogger("ringback.ingest")
 
-IDEMPOTENCY_SECONDS = 24 * 3600
-CLAIM_LEASE_SECONDS = 30.0
-"""How long a request owns an idempotency key it claimed before another may take it over."""
-WAIT_FOR_OWNER_SECONDS = 10.0
 FANOUT_INLINE_LIMIT = 100
 FANOUT_CHUNK = 100
 FANOUT_KIND = "fanout"
 CHUNK_LEASE_SECONDS = 60.0
 """Shorter than the queue's visibility timeout: when a chunk's worker dies, its message comes
 back after the lease ran out and takes it over."""
-DONE = "done"
+
+__all__ = ["EventRequest", "InProgress", "Published", "publish", "publish_many"]
 
 
 @dataclass(frozen=True)
@@ -68,106 +65,21 @@ class Published:
     repeated: bool = False
 
 
-class InProgress(Exception):
-    """Another request with the same idempotency key is still fanning its event out."""
+@dataclass(frozen=True)
+class EventRequest:
+    """One event of a ``POST /events`` request, as checked by the API."""
 
-    def __init__(self, event_id: str) -> None:
-        super().__init__(event_id)
-        self.event_id = event_id
+    event_type: str
+    payload: dict[str, Any]
+    campaign_id: str | None = None
+    selection: str | None = None
+    idempotency_key: str | None = None
+    test: bool = False
 
 
 def delivery_id_for(event_id: str, target: Target) -> str:
     digest = hashlib.sha256(f"{event_id}|{target.family}|{target.target_id}".encode()).hexdigest()
     return digest[:24]
-
-
-# --------------------------------------------------------------------------- idempotency
-
-
-@dataclass(frozen=True)
-class _Claim:
-    event_id: str
-    done: bool = False
-    resumed: bool = False
-
-
-def _idempotency_key(tenant_id: str, key: str) -> str:
-    return f"idem#{tenant_id}#{hashlib.sha256(key.encode()).hexdigest()}"
-
-
-def _claim_idempotency(guard_key: str, event_id: str) -> _Claim:
-    """Own ``guard_key`` for ``event_id``, or learn which event owns it (waiting a little for a
-    live owner to finish)."""
-    deadline = time.monotonic() + WAIT_FOR_OWNER_SECONDS
-    while True:
-        now = time.time()
-        guard = GuardModel(
-            guard_key,
-            owner=event_id,
-            expires_at=int(now) + IDEMPOTENCY_SECONDS,
-            lease_until=now + CLAIM_LEASE_SECONDS,
-        )
-        try:
-            guard.save(
-                condition=GuardModel.key.does_not_exist() | (GuardModel.expires_at < int(now))
-            )
-            return _Claim(event_id)
-        except PutError as exc:
-            if exc.cause_response_code != "ConditionalCheckFailedException":
-                raise
-        existing = read_guard(guard_key)
-        if existing is None:  # expired and removed in between: claim it again
-            continue
-        if existing.owner == event_id:  # our own put committed; only its answer was lost
-            return _Claim(event_id)
-        owner = existing.owner or event_id
-        if existing.payload == DONE:
-            return _Claim(owner, done=True)
-        held = existing.lease_until
-        if held is None or float(held) < now:
-            if _take_over(existing, held, now):
-                return _Claim(owner, resumed=True)
-            continue
-        if time.monotonic() >= deadline:
-            raise InProgress(owner)
-        time.sleep(0.1)
-
-
-def _take_over(guard: GuardModel, held: float | None, now: float) -> bool:
-    condition = (
-        GuardModel.lease_until.does_not_exist() if held is None else GuardModel.lease_until == held
-    )
-    try:
-        guard.update(
-            actions=[GuardModel.lease_until.set(now + CLAIM_LEASE_SECONDS)],
-            condition=condition & GuardModel.payload.does_not_exist(),
-        )
-    except UpdateError as exc:
-        if exc.cause_response_code == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
-
-
-def _settle_idempotency(guard_key: str, event_id: str, done: bool) -> None:
-    """Mark the key done, or give its lease back after a failure (so the publisher's retry
-    need not wait for it to run out). Never raises: a failure here only delays a repeat."""
-    actions: list[Any] = (
-        [GuardModel.payload.set(DONE), GuardModel.lease_until.remove()]
-        if done
-        else [GuardModel.lease_until.set(0)]
-    )
-    try:
-        GuardModel(guard_key).update(actions=actions, condition=GuardModel.owner == event_id)
-    except Exception:
-        # The event is accepted (or refused) all the same. An unmarked key only means that a
-        # repeat within the lease waits for it to run out, then redoes the (idempotent) work.
-        log.warning(
-            "could not %s the idempotency key of event %s",
-            "mark done" if done else "give back",
-            event_id,
-            exc_info=True,
-        )
 
 
 # --------------------------------------------------------------------------- publishing
@@ -184,35 +96,120 @@ def publish(
     test: bool = False,
     families: Iterable[str] | None = None,
 ) -> Published:
-    event_id = new_id()
-    resumed = False
-    guard_key = _idempotency_key(tenant_id, idempotency_key) if idempotency_key else None
-    if guard_key is not None:
-        claim = _claim_idempotency(guard_key, event_id)
-        event_id, resumed = claim.event_id, claim.resumed
-        if claim.done:
-            logs.bind(tenant_id=tenant_id, event_id=event_id)
-            return _replayed(event_id)
-    logs.bind(tenant_id=tenant_id, event_id=event_id)  # until the caller's log scope ends
-    try:
-        published = _accept(
-            event_id,
-            tenant_id,
-            event_type,
-            payload,
-            campaign_id=campaign_id,
-            selection=selection,
-            test=test,
-            families=families,
-            resumed=resumed,
+    """One event; raises what stopped it (``InProgress``, or the AWS error that failed it)."""
+    request = EventRequest(event_type, payload, campaign_id, selection, idempotency_key, test)
+    (result,) = publish_many(tenant_id, [request], families=families)
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+@dataclass
+class _Accepting:
+    """One event on its way through ``publish_many``."""
+
+    index: int
+    request: EventRequest
+    event_id: str
+    guard_key: str | None
+    event: PublishedEvent | None = None
+    targets: list[Target] = field(default_factory=list)
+
+
+def publish_many(
+    tenant_id: str, requests: Sequence[EventRequest], *, families: Iterable[str] | None = None
+) -> list[Published | Exception]:
+    """Accept each event of one request on its own: the answer lists, in order, what became of
+    each (``Published``, or the exception that stopped it). What the events share is paid once:
+    the registration reads of an event type, the outbox, the batch writes and SQS batches."""
+    results: list[Published | Exception | None] = [None] * len(requests)
+    wanted = set(families) if families is not None else None
+    chosen = [fam for fam in registry.families() if wanted is None or fam.name in wanted]
+    logs.bind(tenant_id=tenant_id)
+    repeats: dict[int, int] = {}  # a key used twice in one request: the later one repeats
+    first_with_key: dict[str, int] = {}
+    with read_cache.request_scope():
+        fresh: list[_Accepting] = []
+        for index, request in enumerate(requests):
+            key = request.idempotency_key
+            if key is not None and key in first_with_key:
+                repeats[index] = first_with_key[key]
+                continue
+            if key is not None:
+                first_with_key[key] = index
+            try:
+                accepting = _claimed(tenant_id, index, request, chosen, results)
+                if accepting is not None:
+                    fresh.append(_matched(tenant_id, accepting, chosen))
+            except Exception as exc:  # this event only: the others go on
+                results[index] = exc
+        if len(requests) == 1 and fresh:  # one event: the rest of the request logs its id
+            logs.bind(event_id=fresh[0].event_id)
+        inline = [a for a in fresh if len(a.targets) <= FANOUT_INLINE_LIMIT]
+        for accepting in fresh:
+            if len(accepting.targets) > FANOUT_INLINE_LIMIT:
+                results[accepting.index] = _settled(
+                    accepting, lambda a=accepting: _large(a, chosen)
+                )
+        if inline:
+            try:
+                for accepting, published in zip(inline, _inline(inline, chosen), strict=True):
+                    results[accepting.index] = published
+                    _settle(accepting, done=True)
+            except Exception as exc:
+                log.exception("%s events not accepted", len(inline))
+                for accepting in inline:
+                    results[accepting.index] = exc
+                    _settle(accepting, done=False)
+    for index, first in repeats.items():
+        outcome = results[first]
+        results[index] = (
+            Published(outcome.event_id, outcome.deliveries, repeated=True)
+            if isinstance(outcome, Published)
+            else outcome
         )
-    except Exception:
-        if guard_key is not None:
-            _settle_idempotency(guard_key, event_id, done=False)
-        raise
-    if guard_key is not None:
-        _settle_idempotency(guard_key, event_id, done=True)
+    return [r if r is not None else RuntimeError("not handled") for r in results]
+
+
+def _claimed(
+    tenant_id: str,
+    index: int,
+    request: EventRequest,
+    chosen: Sequence[registry.Family],
+    results: list[Published | Exception | None],
+) -> _Accepting | None:
+    """The event with its id, its key claimed; None when it is already answered (a repeat of
+    a finished key, or a resumed one finished here on the single-event path)."""
+    event_id = new_id()
+    key = request.idempotency_key
+    guard_key = idempotency.guard_key_for(tenant_id, key) if key else None
+    if guard_key is None:
+        return _Accepting(index, request, event_id, None)
+    claim = idempotency.claim(guard_key, event_id)
+    if claim.done:
+        results[index] = _replayed(claim.event_id)
+        return None
+    accepting = _Accepting(index, request, claim.event_id, guard_key)
+    if claim.resumed:  # a request that died halfway: finish it with conditional puts
+        results[index] = _settled(accepting, lambda: _resume(tenant_id, accepting, chosen))
+        return None
+    return accepting
+
+
+def _settled(accepting: _Accepting, work: Any) -> Published | Exception:
+    try:
+        published: Published = work()
+    except Exception as exc:
+        log.exception("event %s not accepted", accepting.event_id)
+        _settle(accepting, done=False)
+        return exc
+    _settle(accepting, done=True)
     return published
+
+
+def _settle(accepting: _Accepting, *, done: bool) -> None:
+    if accepting.guard_key is not None:
+        idempotency.settle(accepting.guard_key, accepting.event_id, done)
 
 
 def _replayed(event_id: str) -> Published:
@@ -223,70 +220,140 @@ def _replayed(event_id: str) -> Published:
     return Published(event_id, count, repeated=True)
 
 
-def _accept(
-    event_id: str,
-    tenant_id: str,
-    event_type: str,
-    payload: dict[str, Any],
-    *,
-    campaign_id: str | None,
-    selection: str | None,
-    test: bool,
-    families: Iterable[str] | None,
-    resumed: bool,
-) -> Published:
-    existing = deliveries.get_event(event_id) if resumed else None
-    event = PublishedEvent(
+def _event(
+    tenant_id: str, event_id: str, request: EventRequest, received_at: str
+) -> PublishedEvent:
+    return PublishedEvent(
         event_id=event_id,
         tenant_id=tenant_id,
-        event_type=event_type,
-        received_at=existing.received_at if existing is not None else fmt(utcnow()),
-        payload=payload,
-        campaign_id=campaign_id,
-        selection=selection,
-        test=test,
+        event_type=request.event_type,
+        received_at=received_at,
+        payload=request.payload,
+        campaign_id=request.campaign_id,
+        selection=request.selection,
+        test=request.test,
     )
-    wanted = set(families) if families is not None else None
-    chosen = [fam for fam in registry.families() if wanted is None or fam.name in wanted]
-    targets = [target for fam in chosen for target in fam.match(event)]
-    record = EventModel(
-        event_id,
-        tenant_id=tenant_id,
-        event_type=event_type,
+
+
+def _matched(
+    tenant_id: str, accepting: _Accepting, chosen: Sequence[registry.Family]
+) -> _Accepting:
+    event = _event(tenant_id, accepting.event_id, accepting.request, fmt(utcnow()))
+    accepting.event = event
+    accepting.targets = [target for fam in chosen for target in fam.match(event)]
+    return accepting
+
+
+def _record(event: PublishedEvent, targets: Sequence[Target], fanned_out: bool) -> EventModel:
+    """The event record; an inline fan-out's record lists its deliveries (``by_event`` then
+    holds none of them)."""
+    inline = len(targets) <= FANOUT_INLINE_LIMIT
+    return EventModel(
+        event.event_id,
+        tenant_id=event.tenant_id,
+        event_type=event.event_type,
         received_at=event.received_at,
-        campaign_id=campaign_id,
-        selection=selection,
-        payload=json.dumps(payload, separators=(",", ":")),
-        test=test,
+        campaign_id=event.campaign_id,
+        selection=event.selection,
+        payload=json.dumps(event.payload, separators=(",", ":")),
+        test=event.test,
         delivery_count=len(targets),
-        fanned_out=False,
+        delivery_ids=sorted(delivery_id_for(event.event_id, t) for t in targets)
+        if inline
+        else None,
+        fanned_out=fanned_out,
         expires_at=deliveries.retention_expiry(),
     )
-    records: list[deliveries.DeliveryModel] = []
-    if len(targets) <= FANOUT_INLINE_LIMIT:
-        # The event record comes last, written once and already fanned out (one write unit
-        # fewer per event): nothing reads it before the request answers.
-        records = _write_deliveries(event, targets, first_time=not resumed)
-        queue.send_now([deliver_message(rec.delivery_id, 1) for rec in records])
-        buffered = _buffer(chosen, event)
-        record.fanned_out = True
-        record.save()
-    else:
-        # The plan (one message) reads the event record: it is written first. The request
-        # sends no target anywhere: its time does not grow with their number beyond the match.
-        record.save()
-        queue.send_now([_plan_message(event, [fam.name for fam in chosen])])
-        buffered = _buffer(chosen, event)
-        record.update(actions=[EventModel.fanned_out.set(True)])
+
+
+def _inline(group: Sequence[_Accepting], chosen: Sequence[registry.Family]) -> list[Published]:
+    """The events of a request with up to ``FANOUT_INLINE_LIMIT`` targets each, together: one
+    outbox, then the deliveries, their messages, the event records (already fanned out: one
+    write each), and the outbox's removal. A failure anywhere fails them all (the caller
+    answers 5xx for each and gives their keys back); the outbox makes sure that whatever was
+    written and not sent is sent."""
+    now = fmt(utcnow())
+    records = [
+        deliveries.build(new, now, open_index=False, listed_on_event=True)
+        for accepting in group
+        for new in _new_deliveries(_event_of(accepting), accepting.targets)
+    ]
+    opened = outbox.open_outbox([r.delivery_id for r in records], time.time()) if records else []
+    deliveries.write_new(records)
+    queue.send_now([deliver_message(rec.delivery_id, 1) for rec in records])
+    buffered = [_buffer(chosen, _event_of(accepting)) for accepting in group]
+    events = [_record(_event_of(a), a.targets, fanned_out=True) for a in group]
+    with EventModel.batch_write() as batch:
+        for event in events:
+            batch.save(event)
+    try:
+        outbox.close(opened)
+    except Exception:  # everything is handed over; the reconciler removes the leftover
+        log.warning("could not remove the outbox of %s deliveries", len(records), exc_info=True)
+    for accepting, extra in zip(group, buffered, strict=True):
+        log.info(
+            "event %s accepted: %s deliveries, %s buffered",
+            accepting.request.event_type,
+            len(accepting.targets),
+            extra,
+            extra={
+                "event_id": accepting.event_id,
+                "delivery_ids": sorted(
+                    delivery_id_for(accepting.event_id, t) for t in accepting.targets
+                )[:50],
+            },
+        )
+    return [
+        Published(a.event_id, len(a.targets) + extra)
+        for a, extra in zip(group, buffered, strict=True)
+    ]
+
+
+def _event_of(accepting: _Accepting) -> PublishedEvent:
+    assert accepting.event is not None
+    return accepting.event
+
+
+def _large(accepting: _Accepting, chosen: Sequence[registry.Family]) -> Published:
+    """Past the inline limit: the plan (one message) reads the event record, so it is written
+    first. The request sends no target anywhere: its time does not grow with their number
+    beyond the match."""
+    event = _event_of(accepting)
+    record = _record(event, accepting.targets, fanned_out=False)
+    record.save()
+    queue.send_now([_plan_message(event, [fam.name for fam in chosen])])
+    buffered = _buffer(chosen, event)
+    record.update(actions=[EventModel.fanned_out.set(True)])
     log.info(
-        "event %s accepted: %s deliveries%s, %s buffered",
-        event_type,
-        len(targets),
-        "" if len(targets) <= FANOUT_INLINE_LIMIT else " (fan-out queued in chunks)",
+        "event %s accepted: %s deliveries (fan-out queued in chunks), %s buffered",
+        event.event_type,
+        len(accepting.targets),
         buffered,
-        extra={"delivery_ids": [rec.delivery_id for rec in records][:50]},
+        extra={"event_id": event.event_id},
     )
-    return Published(event_id, len(targets) + buffered)
+    return Published(event.event_id, len(accepting.targets) + buffered)
+
+
+def _resume(tenant_id: str, accepting: _Accepting, chosen: Sequence[registry.Family]) -> Published:
+    """Finish an event whose first request died halfway (its lease ran out): the same event
+    (its first received time), each delivery with a conditional put so one that has moved on
+    is never reset and sent again."""
+    existing = deliveries.get_event(accepting.event_id)
+    received_at = existing.received_at if existing is not None else fmt(utcnow())
+    event = _event(tenant_id, accepting.event_id, accepting.request, received_at)
+    accepting.event = event
+    accepting.targets = [target for fam in chosen for target in fam.match(event)]
+    if len(accepting.targets) > FANOUT_INLINE_LIMIT:
+        return _large(accepting, chosen)
+    ids = [delivery_id_for(event.event_id, target) for target in accepting.targets]
+    opened = outbox.open_outbox(ids, time.time()) if ids else []
+    records = _write_deliveries(event, accepting.targets, first_time=False, listed=True)
+    queue.send_now([deliver_message(rec.delivery_id, 1) for rec in records])
+    buffered = _buffer(chosen, event)
+    _record(event, accepting.targets, fanned_out=True).save()
+    with contextlib.suppress(Exception):  # handed over; the reconciler removes a leftover
+        outbox.close(opened)
+    return Published(event.event_id, len(accepting.targets) + buffered)
 
 
 def _buffer(chosen: Sequence[registry.Family], event: PublishedEvent) -> int:
@@ -295,12 +362,18 @@ def _buffer(chosen: Sequence[registry.Family], event: PublishedEvent) -> int:
 
 
 def _write_deliveries(
-    event: PublishedEvent, targets: Sequence[Target], *, first_time: bool
+    event: PublishedEvent, targets: Sequence[Target], *, first_time: bool, listed: bool = False
 ) -> list[deliveries.DeliveryModel]:
     """The deliveries of ``targets``: batch-written the first time (their ids are new), else
-    each with a conditional put, so one that has moved on is never reset and sent again."""
+    each with a conditional put, so one that has moved on is never reset and sent again.
+
+    No reconciler index entry: the caller's own message (a fan-out chunk that SQS hands out
+    again until it is done, or a resumed request's outbox) covers them until they are sent."""
     now = fmt(utcnow())
-    records = [deliveries.build(new, now) for new in _new_deliveries(event, targets)]
+    records = [
+        deliveries.build(new, now, open_index=False, listed_on_event=listed)
+        for new in _new_deliveries(event, targets)
+    ]
     if first_time:
         deliveries.write_new(records)
     else:
@@ -446,7 +519,7 @@ def _claim_chunk(key: str) -> bool | None:
         # the lease. This copy comes back later (SQS redelivers it): by then the chunk is done,
         # or the lease has run out and this copy takes it over. Dropping it could lose the chunk.
         raise LeaseHeld(f"fan-out chunk {key} is being written by another worker")
-    if not _take_over(existing, held, now):
+    if not idempotency.take_over(existing, held, now):
         raise LeaseHeld(f"fan-out chunk {key} was taken over by another worker")
     return False
 

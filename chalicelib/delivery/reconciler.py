@@ -11,7 +11,9 @@ or was consumed without effect, for example:
 - a firing that started (the series moved on) whose worker died before creating its delivery,
   or a firing whose delivery finished without the callback hearing of it.
 
-Unfinished deliveries and live scheduled callbacks carry, in a sparse index of their own
+Outboxes left behind by publish requests are Queried the same way (by the hour they were
+written), and only those: a request that finished removed its own. Deliveries being retried and
+live scheduled callbacks carry, in a sparse index of their own
 (``by_open`` on each table), the moment their next step is due, bucketed by hour and shard.
 A reconcile Queries the buckets from its cursor up to now minus a grace period
 (``RINGBACK_RECONCILE_GRACE_SECONDS``) and reads only what is overdue by more than that: the
@@ -37,7 +39,7 @@ from chalicelib.delivery import dispatcher, queue, registry
 from chalicelib.delivery import scheduled as scheduler
 from chalicelib.domain import scheduled as rules
 from chalicelib.domain.retry import FINAL
-from chalicelib.storage import deliveries
+from chalicelib.storage import deliveries, outbox
 from chalicelib.storage import scheduled as schedule_store
 from chalicelib.storage.guards import GuardModel, read_guard
 
@@ -58,6 +60,8 @@ class ReconcileReport:
     records_read: int = 0
     """Full records read to decide what an overdue entry needs."""
     deliveries_requeued: int = 0
+    outboxes_read: int = 0
+    """Outbox items left by publish requests that did not finish."""
     firings_requeued: int = 0
     firings_repaired: int = 0
 
@@ -151,6 +155,16 @@ def reconcile(now: float | None = None) -> ReconcileReport:
         report,
     )
     _sweep_table(
+        "outbox",
+        now,
+        outbox.SHARDS,
+        lambda bucket, until: (
+            (item, float(item.due_at)) for item in outbox.left_before(f"outbox#{bucket}", until)
+        ),
+        lambda item, due, at: _revive_outbox(item, at, report),  # type: ignore[arg-type]
+        report,
+    )
+    _sweep_table(
         "scheduled",
         now,
         schedule_store.OPEN_SHARDS,
@@ -184,6 +198,27 @@ def _revive_delivery(delivery_id: str, due: float, now: float, report: Reconcile
     queue.send_now([dispatcher.deliver_message(delivery_id, int(record.attempt_count) + 1)])
     deliveries.rearm(delivery_id, due, now)
     report.deliveries_requeued += 1
+
+
+def _revive_outbox(item: outbox.OutboxModel, now: float, report: ReconcileReport) -> None:
+    """A publish request that wrote its outbox and did not finish (it answered 5xx, or died):
+    send the first attempt of each of its deliveries that exists and was never started (the
+    claim makes a duplicate of a message that did reach SQS harmless), then drop the outbox.
+    Deliveries that moved on are the retries' business (``by_open``) or final."""
+    report.outboxes_read += 1
+    found = deliveries.get_many(outbox.delivery_ids(item))
+    report.records_read += len(found)
+    unsent = [
+        record.delivery_id
+        for record in found.values()
+        if record.state not in FINAL
+        and int(record.attempt_count) == 0
+        and record.open_due is None
+        and (record.lease_until is None or float(record.lease_until) <= now)
+    ]
+    queue.send_now([dispatcher.deliver_message(delivery_id, 1) for delivery_id in unsent])
+    report.deliveries_requeued += len(unsent)
+    outbox.remove(item)
 
 
 def _revive_callback(key: tuple[str, str], due: float, now: float, report: ReconcileReport) -> None:

@@ -159,10 +159,15 @@ class Bucket:
     interval: float  # ms between requests at the sustained rate
     lag: float  # ms either side of now the window allows
 
+    @staticmethod
+    def burst_of(per_second: int) -> int:
+        """Tokens a full bucket holds: the most one request may take at once."""
+        return max(1, per_second)
+
     @classmethod
     def for_rate(cls, per_second: int) -> Bucket:
         interval = 1000.0 / per_second
-        burst = max(1, per_second)
+        burst = cls.burst_of(per_second)
         return cls(interval=interval, lag=(burst - 1) * interval / 2)
 
     def retry_after(self) -> int:

@@ -55,8 +55,9 @@ class EventModel(Model):
     selection = UnicodeAttribute(null=True)
     payload = UnicodeAttribute()  # JSON
     test = BooleanAttribute(default=False)
-    # Written by releases before the ``by_event`` index: new events never grow with their
-    # targets (their deliveries are a Query on that index), old ones are still read.
+    # The deliveries of an inline fan-out (up to 100, sorted): listed here, they need no
+    # ``by_event`` entry each (one write unit fewer per delivery). Deliveries of a chunked
+    # fan-out, replays and firings carry ``event_key`` and are found on that index instead.
     delivery_ids: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, null=True)  # type: ignore[arg-type]
     delivery_count = NumberAttribute(null=True)  # targets matched when it was accepted
     fanned_out = BooleanAttribute(default=False)
@@ -101,14 +102,15 @@ class ByTenantCreated(GlobalSecondaryIndex["DeliveryModel"]):
 
 
 class ByEvent(GlobalSecondaryIndex["DeliveryModel"]):
-    """The deliveries of one event (or of one scheduled callback's firings): no event record
-    grows with the number of its targets."""
+    """The deliveries of one event that its record does not list: those of a chunked fan-out
+    (no event record grows with thousands of targets), replays, scheduled firings. Sparse:
+    only deliveries carrying ``event_key`` (= their ``event_id``) are in it."""
 
     class Meta:
-        index_name = "by_event"
+        index_name = "by_event_key"
         projection = KeysOnlyProjection()
 
-    event_id = UnicodeAttribute(hash_key=True)
+    event_key = UnicodeAttribute(hash_key=True)
     delivery_id = UnicodeAttribute(range_key=True)
 
 
@@ -132,6 +134,7 @@ class DeliveryModel(Model):
     delivery_id = UnicodeAttribute(hash_key=True)
     tenant_id = UnicodeAttribute()
     event_id = UnicodeAttribute()
+    event_key = UnicodeAttribute(null=True)  # = event_id when not listed on the event (ByEvent)
     family = UnicodeAttribute()
     target_id = UnicodeAttribute()
     target = UnicodeAttribute()  # the primary destination, as shown to users
@@ -220,15 +223,28 @@ def _closed_actions() -> list[Any]:
 
 
 def build(
-    new: NewDelivery, now: str, *, replay_of: str | None = None, due: float | None = None
+    new: NewDelivery,
+    now: str,
+    *,
+    replay_of: str | None = None,
+    due: float | None = None,
+    open_index: bool = True,
+    listed_on_event: bool = False,
 ) -> DeliveryModel:
-    """A fresh, pending delivery; its first attempt is due at ``due`` (default now)."""
+    """A fresh, pending delivery; its first attempt is due at ``due`` (default now).
+
+    ``open_index=False`` leaves it out of the reconciler's ``by_open`` index (two write units
+    fewer: the entry's put, and its removal by the outcome) when something else covers it until
+    its first message is in SQS: a publish request's outbox, a fan-out chunk's own message.
+    ``listed_on_event=True`` leaves it out of ``by_event`` (one more write unit) because its
+    event record lists it."""
     now_epoch = time.time()
     due = now_epoch if due is None else due
     return DeliveryModel(
         new.delivery_id,
         tenant_id=new.tenant_id,
         event_id=new.event_id,
+        event_key=None if listed_on_event else new.event_id,
         family=new.family,
         target_id=new.target_id,
         target=new.target,
@@ -239,8 +255,8 @@ def build(
         created_at=now,
         updated_at=now,
         replay_of=replay_of,
-        open_bucket=open_bucket(new.delivery_id, due),
-        open_due=round(due, 3),
+        open_bucket=open_bucket(new.delivery_id, due) if open_index else None,
+        open_due=round(due, 3) if open_index else None,
         expires_at=retention_expiry(now_epoch),
     )
 
@@ -592,16 +608,29 @@ def list_page(
     return Page(found, encode_cursor({"created_at": last[0], "delivery_id": last[1]}))
 
 
-def event_page(event_id: str, *, limit: int = 100, cursor: str | None = None) -> Page:
-    """One page of an event's deliveries (``by_event``), in delivery id order."""
-    start = None
-    if cursor:
-        values = decode_cursor(cursor, ["delivery_id"])
-        start = {"event_id": {"S": event_id}, "delivery_id": {"S": values["delivery_id"]}}
-    keys = DeliveryModel.by_event.query(
-        event_id, last_evaluated_key=start, limit=limit + 1, page_size=limit + 1
+def event_page(
+    event_id: str,
+    *,
+    limit: int = 100,
+    cursor: str | None = None,
+    event: EventModel | None = None,
+) -> Page:
+    """One page of an event's deliveries, in delivery id order: those its record lists (an
+    inline fan-out) merged with those on the ``by_event`` index (a chunked fan-out, replays,
+    firings). ``event`` saves reading the record again when the caller has it."""
+    after = decode_cursor(cursor, ["delivery_id"])["delivery_id"] if cursor else None
+    if event is None:
+        event = get_event(event_id)
+    listed = (
+        sorted(i for i in (event.delivery_ids or []) if after is None or i > after) if event else []
     )
-    ids = [item.delivery_id for item in keys]
+    keys = DeliveryModel.by_event.query(
+        event_id,
+        range_key_condition=DeliveryModel.delivery_id > after if after else None,
+        limit=limit + 1,
+        page_size=limit + 1,
+    )
+    ids = sorted({*listed, *(item.delivery_id for item in keys)})
     more = len(ids) > limit
     ids = ids[:limit]
     records = _in_order(ids)

@@ -246,9 +246,27 @@ def _bucket_update(item: QuotaModel, actions: list[Action], condition: Condition
 _clock = time.time  # seconds; tests replace it
 
 
+_last_tat: dict[str, float] = {}
+"""The ``tat`` this process last wrote per tenant: a hint for which branch to try first (a
+wrong guess costs one failed conditional write, never a wrong answer)."""
+
+
+def events_refusal(tenant_id: str) -> QuotaExceeded:
+    """The refusal for the events of a batch past what the tenant's bucket held."""
+    rate = limits_for(tenant_id).events_per_second
+    return QuotaExceeded(rules.EVENTS, rate, rules.Bucket.for_rate(max(rate, 1)).retry_after())
+
+
 def admit_event(tenant_id: str) -> None:
-    """Take a token from the tenant's events bucket, or raise ``QuotaExceeded``. Called before
-    an event is accepted, so a refused request leaves nothing behind.
+    """Take one token from the tenant's events bucket, or raise ``QuotaExceeded``."""
+    admit_events(tenant_id, 1)
+
+
+def admit_events(tenant_id: str, wanted: int) -> int:
+    """Take up to ``wanted`` tokens from the tenant's events bucket at once (a batch of events
+    in one request costs one update, not one per event); returns how many were taken, at least
+    1, or raises ``QuotaExceeded`` when none is left. Called before the events are accepted, so
+    a refused event leaves nothing behind.
 
     The bucket remembers the rate it was filled for: when the operator changes the limit, the
     next request starts a full bucket at the new rate (a raised limit lets it through at once).
@@ -257,21 +275,60 @@ def admit_event(tenant_id: str) -> None:
     if rate <= 0:
         raise QuotaExceeded(rules.EVENTS, rate, rules.COUNT_RETRY_AFTER)
     bucket = rules.Bucket.for_rate(rate)
+    count = max(1, min(wanted, rules.Bucket.burst_of(rate)))
     now = _clock() * 1000
     # (half a millisecond of slack on top, so float rounding never costs the last token)
     low, high = now - bucket.lag, now + bucket.lag + 0.5
     item = QuotaModel(_key(tenant_id, EVENTS_BUCKET))
     take: tuple[list[Action], Condition] = (
-        [QuotaModel.tat.add(bucket.interval)],
-        QuotaModel.tat.between(low, high) & (QuotaModel.rate == rate),
+        [QuotaModel.tat.add(count * bucket.interval)],
+        QuotaModel.tat.between(low, high - (count - 1) * bucket.interval)
+        & (QuotaModel.rate == rate),
     )
     refill: tuple[list[Action], Condition] = (
-        [QuotaModel.tat.set(low + bucket.interval), QuotaModel.rate.set(rate)],
+        [QuotaModel.tat.set(low + count * bucket.interval), QuotaModel.rate.set(rate)],
         QuotaModel.tat.does_not_exist() | (QuotaModel.tat < low) | (QuotaModel.rate != rate),
     )
-    # busy tenant: the first update decides; idle (or a new limit): the refill; a refill lost
-    # to a concurrent one: take again from the bucket it refilled
-    for actions, condition in (take, refill, take):
+    # busy tenant: the take decides; idle (or a new limit): the refill; a refill lost to a
+    # concurrent one: take again from the bucket it refilled. The order follows what this
+    # process last wrote, so an idle tenant does not pay a failed take per request.
+    known = _last_tat.get(tenant_id)
+    branches = (refill, take) if known is not None and known < low else (take, refill, take)
+    for actions, condition in branches:
         if _bucket_update(item, actions, condition):
-            return
+            if actions is refill[0]:
+                _last_tat[tenant_id] = low + count * bucket.interval
+            elif known is not None:
+                _last_tat[tenant_id] = known + count * bucket.interval
+            return count
+    if count > 1:  # not all of them fit: take what does (conditional on what was read)
+        taken = _take_what_fits(tenant_id, item, bucket, rate, count, high)
+        if taken:
+            return taken
     raise QuotaExceeded(rules.EVENTS, rate, bucket.retry_after())
+
+
+def _take_what_fits(
+    tenant_id: str, item: QuotaModel, bucket: rules.Bucket, rate: int, count: int, high: float
+) -> int:
+    """Some of a batch: read the bucket and take the tokens left in it, on condition that
+    nobody moved it since (three tries). 0 when none is left."""
+    for _ in range(3):
+        try:
+            item.refresh(consistent_read=True)
+        except DoesNotExist:
+            return 0
+        if item.tat is None or item.rate != rate:
+            return 0
+        seen = float(item.tat)
+        fits = min(count, int((high - seen) // bucket.interval) + 1) if seen <= high else 0
+        if fits <= 0:
+            return 0
+        if _bucket_update(
+            item,
+            [QuotaModel.tat.set(seen + fits * bucket.interval)],
+            (QuotaModel.tat == item.tat) & (QuotaModel.rate == rate),
+        ):
+            _last_tat[tenant_id] = seen + fits * bucket.interval
+            return fits
+    return 0
