@@ -102,10 +102,10 @@ def _reconcile_later(seconds: float = 3600) -> dict:
 def test_a_large_fan_out_goes_to_the_queue_in_chunks_and_creates_each_delivery_once(
     synthetic, aws, worker
 ):
-    from chalicelib.delivery import ingest
+    from chalicelib.delivery import fanout, ingest
     from chalicelib.storage import deliveries
 
-    synthetic["count"] = 2 * ingest.FANOUT_CHUNK + 50
+    synthetic["count"] = 2 * fanout.FANOUT_CHUNK + 50
     published = ingest.publish("a" * 24, "big", {"n": 1}, families=[FAMILY])
     assert published.deliveries == synthetic["count"]
     # the request wrote no delivery itself and sent one plan message, not the targets
@@ -123,9 +123,9 @@ def test_a_large_fan_out_goes_to_the_queue_in_chunks_and_creates_each_delivery_o
 
 
 def test_a_repeated_fan_out_chunk_creates_and_sends_nothing_twice(synthetic, aws, worker):
-    from chalicelib.delivery import ingest
+    from chalicelib.delivery import fanout, ingest
 
-    synthetic["count"] = ingest.FANOUT_CHUNK + 1
+    synthetic["count"] = fanout.FANOUT_CHUNK + 1
     published = ingest.publish("a" * 24, "big", {}, families=[FAMILY])
     worker.poll()  # the plan queues the two chunks
     # a copy that finds another holding the chunk's lease comes back after 2 s, not 360 s
@@ -604,9 +604,9 @@ def test_a_fan_out_chunk_that_failed_halfway_is_finished_by_its_redelivery(
     """AWS failed a chunk after some of its deliveries were written: the chunk gives its lease
     back and SQS's redelivery writes the rest and queues them all (found by bench.fanout with
     AWS faults on: a chunk that kept its lease was dropped by its own redelivery)."""
-    from chalicelib.delivery import ingest, queue
+    from chalicelib.delivery import fanout, ingest, queue
 
-    synthetic["count"] = ingest.FANOUT_CHUNK + 1
+    synthetic["count"] = fanout.FANOUT_CHUNK + 1
     worker.sqs.set_queue_attributes(QueueUrl=worker.work_url, Attributes={"VisibilityTimeout": "2"})
     real = queue.send_now
     failed: list[int] = []

@@ -9,7 +9,7 @@ from typing import Any
 from chalicelib.delivery import callnotify as _callnotify  # noqa: F401  (registers the family)
 from chalicelib.delivery import campaign as _campaign  # noqa: F401  (registers the family)
 from chalicelib.delivery import dispatcher as _dispatcher  # noqa: F401  (registers "deliver")
-from chalicelib.delivery import ingest as _ingest  # noqa: F401  (registers "fanout")
+from chalicelib.delivery import fanout as _fanout  # noqa: F401  (registers "fanout")
 from chalicelib.delivery import notification as _notification  # noqa: F401  (registers the family)
 from chalicelib.delivery import reconciler, sweeper, worker
 from chalicelib.delivery import scheduled as _scheduled  # noqa: F401  (family + "fire")

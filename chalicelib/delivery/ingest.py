@@ -25,35 +25,28 @@ Order matters for "nothing is lost":
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pynamodb.exceptions import PutError
-
 from chalicelib import logs
-from chalicelib.delivery import idempotency, queue, registry
-from chalicelib.delivery.dispatcher import LeaseHeld, deliver_message
-from chalicelib.delivery.idempotency import DONE, InProgress
+from chalicelib.delivery import fanout, idempotency, queue, registry
+from chalicelib.delivery.dispatcher import deliver_message
+from chalicelib.delivery.idempotency import InProgress
 from chalicelib.delivery.registry import PublishedEvent, Target
 from chalicelib.domain.ids import new_id
 from chalicelib.domain.timeutil import fmt, utcnow
 from chalicelib.storage import deliveries, outbox, read_cache
 from chalicelib.storage.deliveries import EventModel, NewDelivery
-from chalicelib.storage.guards import GuardModel, read_guard
 
 log = logging.getLogger("ringback.ingest")
 
 FANOUT_INLINE_LIMIT = 100
-FANOUT_CHUNK = 100
-FANOUT_KIND = "fanout"
-CHUNK_LEASE_SECONDS = 60.0
-"""Shorter than the queue's visibility timeout: when a chunk's worker dies, its message comes
-back after the lease ran out and takes it over."""
 
 __all__ = ["EventRequest", "InProgress", "Published", "publish", "publish_many"]
 
@@ -75,11 +68,6 @@ class EventRequest:
     selection: str | None = None
     idempotency_key: str | None = None
     test: bool = False
-
-
-def delivery_id_for(event_id: str, target: Target) -> str:
-    digest = hashlib.sha256(f"{event_id}|{target.family}|{target.target_id}".encode()).hexdigest()
-    return digest[:24]
 
 
 # --------------------------------------------------------------------------- publishing
@@ -139,17 +127,24 @@ def publish_many(
                 first_with_key[key] = index
             try:
                 accepting = _claimed(tenant_id, index, request, chosen, results)
-                if accepting is not None:
-                    fresh.append(_matched(tenant_id, accepting, chosen))
             except Exception as exc:  # this event only: the others go on
                 results[index] = exc
+                continue
+            if accepting is None:
+                continue
+            try:
+                fresh.append(_matched(tenant_id, accepting, chosen))
+            except Exception as exc:
+                log.exception("event %s not accepted", accepting.event_id)
+                results[index] = exc
+                _settle(accepting, done=False)
         if len(requests) == 1 and fresh:  # one event: the rest of the request logs its id
             logs.bind(event_id=fresh[0].event_id)
         inline = [a for a in fresh if len(a.targets) <= FANOUT_INLINE_LIMIT]
         for accepting in fresh:
             if len(accepting.targets) > FANOUT_INLINE_LIMIT:
                 results[accepting.index] = _settled(
-                    accepting, lambda a=accepting: _large(a, chosen)
+                    accepting, functools.partial(_large, accepting, chosen)
                 )
         if inline:
             try:
@@ -178,8 +173,8 @@ def _claimed(
     chosen: Sequence[registry.Family],
     results: list[Published | Exception | None],
 ) -> _Accepting | None:
-    """The event with its id, its key claimed; None when it is already answered (a repeat of
-    a finished key, or a resumed one finished here on the single-event path)."""
+    """The event with its id, its key claimed; None when ``results`` already has its answer (a
+    repeat of a finished key, or an event whose first request died halfway, finished here)."""
     event_id = new_id()
     key = request.idempotency_key
     guard_key = idempotency.guard_key_for(tenant_id, key) if key else None
@@ -196,7 +191,8 @@ def _claimed(
     return accepting
 
 
-def _settled(accepting: _Accepting, work: Any) -> Published | Exception:
+def _settled(accepting: _Accepting, work: Callable[[], Published]) -> Published | Exception:
+    """``work()``, its key marked done; or the exception that stopped it, its key given back."""
     try:
         published: Published = work()
     except Exception as exc:
@@ -258,7 +254,7 @@ def _record(event: PublishedEvent, targets: Sequence[Target], fanned_out: bool) 
         payload=json.dumps(event.payload, separators=(",", ":")),
         test=event.test,
         delivery_count=len(targets),
-        delivery_ids=sorted(delivery_id_for(event.event_id, t) for t in targets)
+        delivery_ids=sorted(fanout.delivery_id_for(event.event_id, t) for t in targets)
         if inline
         else None,
         fanned_out=fanned_out,
@@ -276,7 +272,7 @@ def _inline(group: Sequence[_Accepting], chosen: Sequence[registry.Family]) -> l
     records = [
         deliveries.build(new, now, open_index=False, listed_on_event=True)
         for accepting in group
-        for new in _new_deliveries(_event_of(accepting), accepting.targets)
+        for new in fanout.new_deliveries(_event_of(accepting), accepting.targets)
     ]
     opened = outbox.open_outbox([r.delivery_id for r in records], time.time()) if records else []
     deliveries.write_new(records)
@@ -299,7 +295,7 @@ def _inline(group: Sequence[_Accepting], chosen: Sequence[registry.Family]) -> l
             extra={
                 "event_id": accepting.event_id,
                 "delivery_ids": sorted(
-                    delivery_id_for(accepting.event_id, t) for t in accepting.targets
+                    fanout.delivery_id_for(accepting.event_id, t) for t in accepting.targets
                 )[:50],
             },
         )
@@ -321,7 +317,7 @@ def _large(accepting: _Accepting, chosen: Sequence[registry.Family]) -> Publishe
     event = _event_of(accepting)
     record = _record(event, accepting.targets, fanned_out=False)
     record.save()
-    queue.send_now([_plan_message(event, [fam.name for fam in chosen])])
+    queue.send_now([fanout.plan_message(event, [fam.name for fam in chosen])])
     buffered = _buffer(chosen, event)
     record.update(actions=[EventModel.fanned_out.set(True)])
     log.info(
@@ -345,9 +341,9 @@ def _resume(tenant_id: str, accepting: _Accepting, chosen: Sequence[registry.Fam
     accepting.targets = [target for fam in chosen for target in fam.match(event)]
     if len(accepting.targets) > FANOUT_INLINE_LIMIT:
         return _large(accepting, chosen)
-    ids = [delivery_id_for(event.event_id, target) for target in accepting.targets]
+    ids = [fanout.delivery_id_for(event.event_id, target) for target in accepting.targets]
     opened = outbox.open_outbox(ids, time.time()) if ids else []
-    records = _write_deliveries(event, accepting.targets, first_time=False, listed=True)
+    records = fanout.write_deliveries(event, accepting.targets, first_time=False, listed=True)
     queue.send_now([deliver_message(rec.delivery_id, 1) for rec in records])
     buffered = _buffer(chosen, event)
     _record(event, accepting.targets, fanned_out=True).save()
@@ -359,190 +355,6 @@ def _resume(tenant_id: str, accepting: _Accepting, chosen: Sequence[registry.Fam
 def _buffer(chosen: Sequence[registry.Family], event: PublishedEvent) -> int:
     """Batching families keep the event for their next batch; how many took it."""
     return sum(fam.buffer(event) for fam in chosen if isinstance(fam, registry.BufferingFamily))
-
-
-def _write_deliveries(
-    event: PublishedEvent, targets: Sequence[Target], *, first_time: bool, listed: bool = False
-) -> list[deliveries.DeliveryModel]:
-    """The deliveries of ``targets``: batch-written the first time (their ids are new), else
-    each with a conditional put, so one that has moved on is never reset and sent again.
-
-    No reconciler index entry: the caller's own message (a fan-out chunk that SQS hands out
-    again until it is done, or a resumed request's outbox) covers them until they are sent."""
-    now = fmt(utcnow())
-    records = [
-        deliveries.build(new, now, open_index=False, listed_on_event=listed)
-        for new in _new_deliveries(event, targets)
-    ]
-    if first_time:
-        deliveries.write_new(records)
-    else:
-        for rec in records:
-            deliveries.write_if_absent(rec)
-    return records
-
-
-def _new_deliveries(event: PublishedEvent, targets: Sequence[Target]) -> list[NewDelivery]:
-    return [
-        NewDelivery(
-            delivery_id=delivery_id_for(event.event_id, target),
-            tenant_id=event.tenant_id,
-            event_id=event.event_id,
-            family=target.family,
-            target_id=target.target_id,
-            target=target.target,
-            content={"event": event.as_content(), **target.content},
-        )
-        for target in targets
-    ]
-
-
-# --------------------------------------------------------------------------- fan-out chunks
-
-
-def _fanout_message(
-    event: PublishedEvent, number: int, targets: Sequence[Target]
-) -> dict[str, Any]:
-    """One chunk of a large fan-out. It carries its targets (as matched when the event was
-    accepted) but not the event, which the chunk reads from the event record."""
-    return {
-        "kind": FANOUT_KIND,
-        "tenant_id": event.tenant_id,
-        "event_id": event.event_id,
-        "chunk": number,
-        "targets": [[t.family, t.target_id, t.target, t.content] for t in targets],
-    }
-
-
-def _plan_message(event: PublishedEvent, families: Sequence[str]) -> dict[str, Any]:
-    """A large fan-out, handed over whole: a worker matches the targets again and queues them
-    in chunks (``handle_fanout``)."""
-    return {
-        "kind": FANOUT_KIND,
-        "tenant_id": event.tenant_id,
-        "event_id": event.event_id,
-        "plan": True,
-        "families": list(families),
-    }
-
-
-def _stored_event(stored: EventModel) -> PublishedEvent:
-    return PublishedEvent(
-        event_id=stored.event_id,
-        tenant_id=stored.tenant_id,
-        event_type=stored.event_type,
-        received_at=stored.received_at,
-        payload=json.loads(stored.payload),
-        campaign_id=stored.campaign_id,
-        selection=stored.selection,
-        test=bool(stored.test),
-    )
-
-
-def _plan(event: PublishedEvent, families: Sequence[str]) -> None:
-    """Match the event's targets (as at acceptance: the same registrations, unless one changed
-    in the seconds between) and queue them in chunks. A repeated plan queues the same chunks
-    again; each chunk is written once (its guard)."""
-    targets = [
-        target for fam in registry.families() if fam.name in families for target in fam.match(event)
-    ]
-    queue.send_now(
-        [
-            _fanout_message(event, number, targets[start : start + FANOUT_CHUNK])
-            for number, start in enumerate(range(0, len(targets), FANOUT_CHUNK))
-        ]
-    )
-
-
-def handle_fanout(message: dict[str, Any]) -> None:
-    """The plan of a large fan-out (match, then queue chunks), or one chunk: write its
-    deliveries and send their messages, once per chunk: a guard item per chunk holds a lease
-    while it runs and says ``done`` after. A repeat of a finished chunk does nothing; a repeat of
-    one whose worker died redoes it with conditional puts."""
-    event_id = str(message["event_id"])
-    stored = deliveries.get_event(event_id)
-    if stored is None:
-        log.warning("event %s does not exist; dropping its fan-out message", event_id)
-        return
-    if message.get("plan"):
-        _plan(_stored_event(stored), [str(f) for f in message.get("families") or []])
-        return
-    number = int(message["chunk"])
-    key = f"fanout#{event_id}#{number}"
-    first_time = _claim_chunk(key)
-    if first_time is None:
-        return
-    event = _stored_event(stored)
-    targets = [Target(str(f), str(i), str(t), dict(c)) for f, i, t, c in message["targets"]]
-    try:
-        records = _write_deliveries(event, targets, first_time=first_time)
-        queue.send_now([deliver_message(rec.delivery_id, 1) for rec in records])
-    except Exception:
-        # Give the lease back so the message's redelivery redoes the chunk at once (with
-        # conditional puts) instead of waiting for the lease to run out.
-        with contextlib.suppress(Exception):
-            GuardModel(key).update(
-                actions=[GuardModel.lease_until.set(0)],
-                condition=GuardModel.payload.does_not_exist(),
-            )
-        raise
-    GuardModel(key).update(actions=[GuardModel.payload.set(DONE), GuardModel.lease_until.remove()])
-
-
-def _claim_chunk(key: str) -> bool | None:
-    """True: ours, first time; False: ours, redo (a worker died on it, or gave the lease back
-    after a failure); None: done already. Raises ``LeaseHeld`` while another holds the lease."""
-    token = new_id()
-    now = time.time()
-    guard = GuardModel(
-        key,
-        owner=token,
-        lease_until=now + CHUNK_LEASE_SECONDS,
-        expires_at=deliveries.retention_expiry(now),
-    )
-    try:
-        guard.save(condition=GuardModel.key.does_not_exist())
-        return True
-    except PutError as exc:
-        if exc.cause_response_code != "ConditionalCheckFailedException":
-            raise
-    existing = read_guard(key)
-    if existing is None:
-        raise LeaseHeld(f"fan-out chunk {key} vanished; try again")
-    if existing.owner == token:  # our put committed; its answer was lost
-        return True
-    if existing.payload == DONE:
-        return None
-    held = existing.lease_until
-    if held is not None and float(held) >= now:
-        # Another copy of this message is being handled right now, or its worker died holding
-        # the lease. This copy comes back later (SQS redelivers it): by then the chunk is done,
-        # or the lease has run out and this copy takes it over. Dropping it could lose the chunk.
-        raise LeaseHeld(f"fan-out chunk {key} is being written by another worker")
-    if not idempotency.take_over(existing, held, now):
-        raise LeaseHeld(f"fan-out chunk {key} was taken over by another worker")
-    return False
-
-
-def _fanout_dead_letter(message: dict[str, Any]) -> None:
-    """SQS gave up on a chunk: its deliveries may be partly written. Write the rest (each with a
-    conditional put) and queue them, so nothing of the event is lost; a failure here leaves the
-    message to this handler's own redrive."""
-    if message.get("plan"):
-        handle_fanout(message)  # planning again only queues chunks; each is written once
-        return
-    key = f"fanout#{message['event_id']}#{message['chunk']}"
-    existing = read_guard(key)
-    if existing is not None and existing.payload == DONE:
-        return
-    stored = deliveries.get_event(str(message["event_id"]))
-    if stored is None:
-        return
-    GuardModel(key, lease_until=0).save()
-    handle_fanout(message)
-
-
-registry.register_kind(FANOUT_KIND, handle_fanout, _fanout_dead_letter)
 
 
 def deliver_direct(
