@@ -53,7 +53,7 @@ def write_deliveries(
     again until it is done, or a resumed request's outbox) covers them until they are sent."""
     now = fmt(utcnow())
     records = [
-        deliveries.build(new, now, open_index=False, listed_on_event=listed)
+        deliveries.build(new, now, open_index=False, event_index=not listed)
         for new in new_deliveries(event, targets)
     ]
     if first_time:

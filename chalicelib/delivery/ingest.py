@@ -270,7 +270,7 @@ def _inline(group: Sequence[_Accepting], chosen: Sequence[registry.Family]) -> l
     written and not sent is sent."""
     now = fmt(utcnow())
     records = [
-        deliveries.build(new, now, open_index=False, listed_on_event=True)
+        deliveries.build(new, now, open_index=False, event_index=False)
         for accepting in group
         for new in fanout.new_deliveries(_event_of(accepting), accepting.targets)
     ]

@@ -229,22 +229,23 @@ def build(
     replay_of: str | None = None,
     due: float | None = None,
     open_index: bool = True,
-    listed_on_event: bool = False,
+    event_index: bool = True,
 ) -> DeliveryModel:
     """A fresh, pending delivery; its first attempt is due at ``due`` (default now).
 
     ``open_index=False`` leaves it out of the reconciler's ``by_open`` index (two write units
     fewer: the entry's put, and its removal by the outcome) when something else covers it until
     its first message is in SQS: a publish request's outbox, a fan-out chunk's own message.
-    ``listed_on_event=True`` leaves it out of ``by_event`` (one more write unit) because its
-    event record lists it."""
+    ``event_index=False`` leaves it out of ``by_event`` (one more write unit): its event record
+    lists it, or it has no event record to be listed under (a scheduled firing, a notification
+    batch)."""
     now_epoch = time.time()
     due = now_epoch if due is None else due
     return DeliveryModel(
         new.delivery_id,
         tenant_id=new.tenant_id,
         event_id=new.event_id,
-        event_key=None if listed_on_event else new.event_id,
+        event_key=new.event_id if event_index else None,
         family=new.family,
         target_id=new.target_id,
         target=new.target,
