@@ -64,8 +64,9 @@ class ByTenantState(GlobalSecondaryIndex["ScheduledCallbackModel"]):
 
 class ByOpen(GlobalSecondaryIndex["ScheduledCallbackModel"]):
     """The reconciler's sparse index: only live callbacks carry ``open_bucket``, keyed by the
-    hour (and shard) of when their next step is due (the next firing, or the end of the one
-    running). Reading what is overdue costs what is overdue, not what is scheduled."""
+    hour (and shard) of when their next step is due (the next firing; for the one running, when
+    it was due, or when the reconciler re-armed it). Reading what is overdue costs what is
+    overdue, not what is scheduled."""
 
     class Meta:
         index_name = "by_open"
@@ -313,18 +314,25 @@ def _open_actions(callback_id: str, due: float) -> list[Any]:
 
 
 def _state_actions(
-    record: ScheduledCallbackModel, state: str, now: datetime, due: datetime | None = None
+    record: ScheduledCallbackModel,
+    state: str,
+    now: datetime,
+    due: datetime | None = None,
+    *,
+    keep_open: bool = False,
 ) -> list[Any]:
     """The state change, and what follows from it: a live callback (scheduled, firing) carries
     when its next step is due in the reconciler's sparse index; a finished one leaves that index
-    and expires after the stage's retention period."""
+    and expires after the stage's retention period. ``keep_open`` leaves the index entry as it
+    is (a firing that starts: see ``start_firing``)."""
     actions: list[Any] = [
         ScheduledCallbackModel.state.set(state),
         ScheduledCallbackModel.tenant_state.set(f"{record.tenant_id}#{state}"),
         ScheduledCallbackModel.updated_at.set(fmt(now)),
     ]
     if state in rules.LIVE_STATES:
-        actions.extend(_open_actions(record.callback_id, (due or now).timestamp()))
+        if not keep_open:
+            actions.extend(_open_actions(record.callback_id, (due or now).timestamp()))
     else:
         actions.extend(
             [
@@ -398,9 +406,23 @@ def start_firing(
 ) -> bool:
     """Firing ``firing`` (0-based) starts: only if the callback is scheduled and exactly
     ``firing`` firings have started. ``state``/``next_fire_at`` say what follows it: another
-    firing already scheduled (interval series) or ``firing`` (nothing yet)."""
+    firing already scheduled (interval series) or ``firing`` (nothing yet).
+
+    A callback that goes to ``firing`` keeps its ``by_open`` entry, due at this firing's time
+    (or when the reconciler last re-armed it): the reconciler looks at it once it is a grace
+    period past that, exactly as it would a grace period past the start, since a firing starts
+    when it is due. Moving the entry would rewrite the index's key (a delete and a put: 2 write
+    units per firing) for a difference of the firing's start lag. A firing that starts more
+    than a grace period late is looked at by the next reconcile, which finds its delivery
+    running (and re-arms it) or creates it with a conditional put, a harmless duplicate."""
     actions = [
-        *_state_actions(record, state, now, due=next_fire_at if state == SCHEDULED else None),
+        *_state_actions(
+            record,
+            state,
+            now,
+            due=next_fire_at if state == SCHEDULED else None,
+            keep_open=state != SCHEDULED,
+        ),
         ScheduledCallbackModel.fired_count.set(firing + 1),
         ScheduledCallbackModel.last_fired_at.set(fmt(now)),
         ScheduledCallbackModel.next_fire_at.set(fmt(next_fire_at))
