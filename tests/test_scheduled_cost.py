@@ -41,3 +41,43 @@ def test_a_firing_whose_worker_died_before_its_delivery_is_found_by_the_reconcil
     worker.run_until_idle()
     assert len(receiver.requests) == 1
     assert shown(client, owner, made["callback_id"])["state"] == "completed"
+
+
+def _listed(client, owner, **params) -> tuple[list[str], str | None]:
+    from tests.scheduled_helpers import answer, call
+
+    body = answer(call(client, "list", {"api_key": owner.key, **params}))
+    return [c["callback_id"] for c in body["callbacks"]], body["next_cursor"]
+
+
+def _all_pages(client, owner, **params) -> list[str]:
+    seen, cursor = [], None
+    while True:
+        ids, cursor = _listed(client, owner, **params, **({"cursor": cursor} if cursor else {}))
+        seen += ids
+        if cursor is None:
+            return seen
+
+
+def test_listing_one_live_state_leaves_out_the_other(client, make_tenant):
+    """``scheduled`` and ``firing`` share one index partition (a firing that starts does not
+    move its callback there): a ``state=`` listing of either shows exactly its own, in order,
+    page after page, and a page is never followed by an empty one."""
+    from datetime import UTC, datetime
+
+    from chalicelib.storage import scheduled as store
+    from tests.test_scheduled_api import created
+
+    owner = make_tenant()
+    ids = [created(client, owner, callback_time=iso_in(300 + i)) for i in range(7)]
+    firing = ids[1::2]
+    for callback_id in firing:  # their firing started and has not finished
+        record = store.get(owner.tenant_id, callback_id)
+        now = datetime.now(UTC)
+        assert store.start_firing(record, 0, state=store.FIRING, next_fire_at=None, now=now)
+    waiting = [i for i in ids if i not in firing]
+    assert _all_pages(client, owner, state="firing", limit="2") == firing
+    assert _all_pages(client, owner, state="scheduled", limit="2") == waiting
+    assert _listed(client, owner, state="scheduled", limit="4") == (waiting, None)
+    assert _listed(client, owner, state="firing", limit="3") == (firing, None)
+    assert _all_pages(client, owner, limit="3") == ids

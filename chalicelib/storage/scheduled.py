@@ -3,8 +3,9 @@
 One item per callback (partition: the tenant, sort key: the callback id). Callback ids start
 with the creation time in milliseconds (hex), so a tenant's partition, and the ``by_tenant_state``
 index (partition ``<tenant>#<state>``, same sort key), list callbacks oldest first and page with
-a plain ``callback_id > <last seen>`` key condition: ``list`` is always one Query, with or
-without a state filter.
+a plain ``callback_id > <last seen>`` key condition. The two live states share one index
+partition, ``<tenant>#scheduled`` (see ``tenant_state``), so starting a firing does not move
+the callback in that index; a listing of one live state filters the other out.
 
 Rules and how DynamoDB holds them:
 
@@ -52,7 +53,8 @@ create for a past time is refused anyway, so an expired guard can never be neede
 
 
 class ByTenantState(GlobalSecondaryIndex["ScheduledCallbackModel"]):
-    """``list?state=``: one tenant's callbacks in one state, oldest first."""
+    """``list?state=``: one tenant's callbacks in one state (both live states in one partition),
+    oldest first."""
 
     class Meta:
         index_name = "by_tenant_state"
@@ -143,6 +145,25 @@ def new_callback_id(now_epoch: float) -> str:
     return f"{int(now_epoch * 1000):011x}"[-11:] + pysecrets.token_hex(7)[:13]
 
 
+def tenant_state(tenant_id: str, state: str) -> str:
+    """The ``by_tenant_state`` partition of a callback in ``state``.
+
+    Both live states (``scheduled`` and ``firing``) share ``<tenant>#scheduled``: every firing
+    goes ``scheduled`` -> ``firing`` (and an immediate repeat back), and an index key that
+    changes costs a delete and a put in the index (2 write units) on each such step. Finished
+    states keep their own partition: a callback enters one once. A ``state=firing`` listing reads
+    the live partition and filters (live callbacks are bounded by the pending quota); a
+    ``state=scheduled`` one filters out the few that are firing at that moment.
+    """
+    shown = SCHEDULED if state in rules.LIVE_STATES else state
+    return f"{tenant_id}#{shown}"
+
+
+LIVE_PAGE_READ = 1000
+"""Items a ``state=firing`` listing evaluates per Query (firing callbacks are few among the live
+ones, so reading a page's worth at a time would take many Queries)."""
+
+
 def duplicate_key(tenant_id: str, callback_time: datetime, callback_url: str) -> str:
     """Same instant (whatever offset it was written in) and byte-identical URL."""
     digest = hashlib.sha256(callback_url.encode("utf-8")).hexdigest()
@@ -209,7 +230,7 @@ def create(tenant_id: str, request: rules.CreateRequest, now: datetime) -> Creat
         repeat_count=repeat.count if repeat else None,
         repeat_until=fmt(repeat.until) if repeat and repeat.until else None,
         state=SCHEDULED,
-        tenant_state=f"{tenant_id}#{SCHEDULED}",
+        tenant_state=tenant_state(tenant_id, SCHEDULED),
         fired_count=0,
         next_fire_at=fmt(request.callback_time),
         created_at=fmt(now),
@@ -277,8 +298,10 @@ def list_page(
 
     One Query: on the table for all states, on ``by_tenant_state`` for one state (that index is
     eventually consistent, like every GSI: a callback that just changed state may show up under
-    its old state for a moment). It asks for one item more than the page to know whether another
-    page follows, so the last page never comes with a cursor to an empty one.
+    its old state for a moment). A live state shares its partition with the other live state
+    (``tenant_state``) and is filtered, so it may take more than one Query to fill a page. It
+    asks for one item more than the page to know whether another page follows, so the last page
+    never comes with a cursor to an empty one.
     """
     condition: Any = None
     if state is None:
@@ -290,8 +313,13 @@ def list_page(
     else:
         if after is not None:
             condition = ByTenantState.callback_id > after
+        live = state in rules.LIVE_STATES
         results = ScheduledCallbackModel.by_tenant_state.query(
-            f"{tenant_id}#{state}", range_key_condition=condition, limit=limit + 1
+            tenant_state(tenant_id, state),
+            range_key_condition=condition,
+            filter_condition=(ScheduledCallbackModel.state == state) if live else None,
+            limit=limit + 1,
+            page_size=max(limit + 1, LIVE_PAGE_READ) if state == FIRING else limit + 1,
         )
     found = list(results)
     if len(found) > limit:
@@ -327,7 +355,7 @@ def _state_actions(
     is (a firing that starts: see ``start_firing``)."""
     actions: list[Any] = [
         ScheduledCallbackModel.state.set(state),
-        ScheduledCallbackModel.tenant_state.set(f"{record.tenant_id}#{state}"),
+        ScheduledCallbackModel.tenant_state.set(tenant_state(record.tenant_id, state)),
         ScheduledCallbackModel.updated_at.set(fmt(now)),
     ]
     if state in rules.LIVE_STATES:
