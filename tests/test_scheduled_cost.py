@@ -81,3 +81,51 @@ def test_listing_one_live_state_leaves_out_the_other(client, make_tenant):
     assert _listed(client, owner, state="scheduled", limit="4") == (waiting, None)
     assert _listed(client, owner, state="firing", limit="3") == (firing, None)
     assert _all_pages(client, owner, limit="3") == ids
+
+
+def test_a_first_firing_sqs_refused_at_create_is_stored_for_the_sweeper(
+    client, make_tenant, worker, httpserver, monkeypatch
+):
+    """A first firing due within SQS's delay limit is no longer stored with the create: it goes
+    straight to SQS. If SQS refuses it, the create still answers 200 and the firing is stored
+    for the sweeper, which fires it on time."""
+    from chalicelib.delivery import queue
+
+    owner = make_tenant()
+    receiver = Receiver(httpserver)
+
+    def refuse(*args, **kwargs):
+        raise OSError("SQS: 5xx")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(queue, "send_now", refuse)
+        made = create(client, owner, receiver.url, iso_in(1))
+    time.sleep(1.2)
+    worker.run_until_idle()
+    assert [r["headers"]["Ringback-Fire-Count"] for r in receiver.requests] == ["1"]
+    assert shown(client, owner, made["callback_id"])["state"] == "completed"
+
+
+def test_the_pending_quota_refuses_a_near_create_too(client, make_tenant, admin_headers):
+    """A near create's transaction holds one item fewer (no due item): its quota refusal is
+    still recognised as one."""
+    from tests.scheduled_helpers import answer, call
+    from tests.test_quotas import _put
+
+    owner = make_tenant()
+    _put(client, admin_headers, owner.tenant_id, {"scheduled_pending": 1})
+    create(client, owner, "http://127.0.0.1:9/a", iso_in(60))
+    query = {
+        "api_key": owner.key,
+        "callback_url": "http://127.0.0.1:9/b",
+        "callback_time": iso_in(60),
+    }
+    over = call(client, "create", query)
+    assert over.status_code == 429 and answer(over) == {"success": 0, "error": "quota_exceeded"}
+
+
+def test_the_outbox_limit_is_sqs_delay_limit():
+    from chalicelib.delivery import queue
+    from chalicelib.storage import scheduled as store
+
+    assert store.OUTBOX_BEYOND == queue.SQS_MAX_DELAY

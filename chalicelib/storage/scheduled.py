@@ -13,9 +13,13 @@ Rules and how DynamoDB holds them:
   ``sched-dup#<tenant>#<epoch>#<sha256(url)>`` put with ``attribute_not_exists`` in the same
   transaction as the callback, so of N concurrent identical creates exactly one commits.
   Cancelling releases the guard (same transaction), so the same call can be made again.
-- Nothing scheduled is lost: the first firing's work message is written to the ``due_items``
-  table in that same transaction (an outbox). The API then hands it to SQS at once when it is due
-  within SQS's 15-minute delay limit; if the process dies first, the sweeper hands it over.
+- Nothing scheduled is lost. A first firing due beyond SQS's 15-minute delay limit has its work
+  message written to the ``due_items`` table in that same transaction: that item is its
+  schedule, the sweeper hands it over. One due sooner is sent to SQS by the API right after the
+  commit (``scheduler.hand_over``); if that send fails, the API stores the due item instead; if
+  the process dies in between, the reconciler finds the callback through ``by_open`` once it is
+  a grace period overdue and sends the message then. (Storing every first firing as an outbox
+  item made that case late by a minute at most instead, for 4 write units on every create.)
 - Firing ``k`` starts with a conditional update (``state = scheduled AND fired_count = k``), so
   duplicate or late work messages, overlapping workers and a concurrent cancel can never start a
   firing twice or start one after a cancel. Every later state change is conditional as well.
@@ -133,11 +137,24 @@ class AlreadyExists(Exception):
     """Another callback of the account has the same time and URL."""
 
 
+OUTBOX_BEYOND = 15 * 60
+"""A first firing due later than this (seconds; SQS's delay limit, ``queue.SQS_MAX_DELAY``) is
+stored as a due item in the create's transaction; a sooner one goes straight to SQS."""
+
+
+@dataclass(frozen=True)
+class FirstFiring:
+    """The first firing's work message, as the due item that holds (or would hold) it."""
+
+    item: DueItemModel
+    stored: bool  # written in the create's transaction (due beyond ``OUTBOX_BEYOND``)
+
+
 @dataclass(frozen=True)
 class Created:
     record: ScheduledCallbackModel
     signing_secret: str
-    outbox: DueItemModel  # the first firing's work message, already stored
+    outbox: FirstFiring
 
 
 def new_callback_id(now_epoch: float) -> str:
@@ -210,7 +227,9 @@ def _outbox_item(message: dict[str, Any], due_at: float, item_id: str) -> DueIte
 
 
 def create(tenant_id: str, request: rules.CreateRequest, now: datetime) -> Created:
-    """Store a callback, its duplicate guard and its first firing, all or nothing.
+    """Store a callback and its duplicate guard (and, when it is due beyond SQS's delay limit,
+    its first firing), all or nothing. The caller hands the first firing over
+    (``scheduler.hand_over(created.outbox)``).
 
     Raises ``AlreadyExists`` when the guard is held by another callback.
     """
@@ -242,10 +261,13 @@ def create(tenant_id: str, request: rules.CreateRequest, now: datetime) -> Creat
         max_in_flight=request.limits.max_in_flight,
     )
     due_at = request.callback_time.timestamp()
-    outbox = _outbox_item(
-        fire_message(tenant_id, callback_id, 0, repeat.type if repeat else None),
-        due_at,
-        fire_item_id(callback_id, 0),
+    outbox = FirstFiring(
+        _outbox_item(
+            fire_message(tenant_id, callback_id, 0, repeat.type if repeat else None),
+            due_at,
+            fire_item_id(callback_id, 0),
+        ),
+        stored=due_at - time.time() > OUTBOX_BEYOND,
     )
     guard = GuardModel(
         key, owner=callback_id, expires_at=int(due_at) + GUARD_GRACE_SECONDS, version=0
@@ -260,8 +282,9 @@ def create(tenant_id: str, request: rules.CreateRequest, now: datetime) -> Creat
                 | (GuardModel.expires_at < int(now.timestamp())),
             )
             tx.save(record, condition=ScheduledCallbackModel.callback_id.does_not_exist())
-            tx.save(outbox)
-            # the tenant's pending count, +1 under its limit (puts come first: index 3)
+            if outbox.stored:
+                tx.save(outbox.item)
+            # the tenant's pending count, +1 under its limit (puts come first: after them)
             tx.update(slot.model, actions=slot.actions, condition=slot.condition)
 
     try:
@@ -276,7 +299,7 @@ def create(tenant_id: str, request: rules.CreateRequest, now: datetime) -> Creat
             return Created(record, secret, outbox)
         if cancelled_by_condition(exc, index=0):
             raise AlreadyExists(key) from exc
-        if cancelled_by_condition(exc, index=3):
+        if cancelled_by_condition(exc, index=3 if outbox.stored else 2):
             raise slot.exceeded() from exc
         raise
     return Created(record, secret, outbox)
