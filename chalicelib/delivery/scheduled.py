@@ -339,6 +339,20 @@ class ScheduledFamily:
         delivered = status == Status.DELIVERED.value
         reason = None if delivered else delivery.failure_reason
         immediate = content.get("repeat_type") == "immediate"
+        started = _just_started(callback_id)
+        if (
+            not immediate
+            and started is not None
+            and started.state == store.SCHEDULED
+            and int(started.fired_count) == firing + 1
+        ):
+            # An interval series whose next firing was scheduled when this one started: this
+            # firing can never be the one that finishes the series (only the start of the next
+            # one leaves ``scheduled``, and it moves ``fired_count`` on), so ``finish_firing``
+            # would fail its condition, a cancelled transaction billed like a write. Only the
+            # outcome is recorded.
+            store.record_outcome(started, firing, status, reason, now)
+            return
         record: store.ScheduledCallbackModel | None = store.skeleton(tenant_id, callback_id)
         next_at: datetime | None = None
         if immediate:
