@@ -129,3 +129,25 @@ def test_the_outbox_limit_is_sqs_delay_limit():
     from chalicelib.storage import scheduled as store
 
     assert store.OUTBOX_BEYOND == queue.SQS_MAX_DELAY
+
+
+def test_the_sweeper_sends_firings_due_at_the_same_second_in_one_batch(
+    client, make_tenant, worker, httpserver, monkeypatch
+):
+    """Far firings wait in due items; a sweep hands those released at the same second over in
+    one SendMessageBatch (and deletes them in one BatchWriteItem), and every one of them fires,
+    each once."""
+    from chalicelib.delivery import queue
+    from tests.test_scheduled_firing import epoch, travel_and_fire
+
+    owner = make_tenant()
+    receiver = Receiver(httpserver)
+    when = iso_in(20 * 60)
+    made = [create(client, owner, f"{receiver.url}?n={i}", when) for i in range(12)]
+    before = queue.Counters.send_calls
+    fired = travel_and_fire(worker, monkeypatch, epoch(when))
+    assert fired == {"items_read": 12, "handed_over": 12}
+    assert sorted(r["args"]["n"] for r in receiver.requests) == sorted(str(i) for i in range(12))
+    assert queue.Counters.send_calls - before == 2  # 12 in batches of 10 (attempts run inline)
+    for callback in made:
+        assert shown(client, owner, callback["callback_id"])["state"] == "completed"
