@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.scheduled_helpers import Receiver, iso_in
 from tests.test_scheduled_firing import create, shown
 
@@ -16,22 +18,39 @@ def _reconcile_later(seconds: float = 3600) -> dict:
     return reconciler.reconcile(now=time.time() + seconds).__dict__
 
 
+@pytest.mark.parametrize("ahead", [1, 20 * 60], ids=["near", "far"])
 def test_a_firing_whose_worker_died_before_its_delivery_is_found_by_the_reconciler(
-    client, make_tenant, worker, httpserver, monkeypatch
+    client, make_tenant, worker, httpserver, monkeypatch, ahead
 ):
     """Starting a firing no longer moves the callback's ``by_open`` entry: the entry, due at the
-    firing's time, is still what leads the reconciler to a firing that started and was lost."""
-    from chalicelib.delivery import scheduled
+    firing's time, is still what leads the reconciler to a firing that started and was lost. A
+    far callback (its first firing a due item) enters ``by_open`` only when that firing starts:
+    that entry leads the reconciler there too."""
+    from types import SimpleNamespace
+
+    from chalicelib.delivery import scheduled, sweeper
+    from chalicelib.delivery import worker as worker_module
+    from chalicelib.storage.guards import GuardModel
+    from tests.test_scheduled_firing import epoch
 
     owner = make_tenant()
     receiver = Receiver(httpserver)
-    made = create(client, owner, receiver.url, iso_in(1))
+    when = iso_in(ahead)
+    made = create(client, owner, receiver.url, when)
 
     def dies(record, firing):
         raise RuntimeError("worker killed")
 
     monkeypatch.setattr(scheduled, "_run_first_attempt", dies)
-    time.sleep(1.2)
+    if ahead > 60:  # be there: the sweep hands it over, the worker's clock moves too
+        GuardModel(sweeper.CURSOR_KEY).delete()
+        assert sweeper.sweep(now=epoch(when) - 0.5).handed_over == 1
+        shift = epoch(when) - time.time()
+        real_time = time.time
+        clock = SimpleNamespace(time=lambda: real_time() + shift, sleep=time.sleep)
+        monkeypatch.setattr(worker_module, "time", clock)
+    else:
+        time.sleep(1.2)
     worker.poll()
     worker.sqs.purge_queue(QueueUrl=worker.work_url)  # and its message never comes back
     monkeypatch.undo()

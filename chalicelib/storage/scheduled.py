@@ -255,19 +255,24 @@ def create(tenant_id: str, request: rules.CreateRequest, now: datetime) -> Creat
         created_at=fmt(now),
         updated_at=fmt(now),
         duplicate_key=key,
-        open_bucket=open_bucket(callback_id, request.callback_time.timestamp()),
-        open_due=round(request.callback_time.timestamp(), 3),
         rate_limit=request.limits.rate,
         max_in_flight=request.limits.max_in_flight,
     )
     due_at = request.callback_time.timestamp()
+    if due_at - time.time() <= OUTBOX_BEYOND:
+        # Sent to SQS after the commit: if that hand-over is lost, the reconciler finds the
+        # callback here. A later first firing is stored in this transaction (the sweeper's,
+        # never lost), so it enters ``by_open`` only when it starts (``start_firing``): one
+        # index entry fewer in a transaction that bills twice.
+        record.open_bucket = open_bucket(callback_id, due_at)
+        record.open_due = round(due_at, 3)
     outbox = FirstFiring(
         _outbox_item(
             fire_message(tenant_id, callback_id, 0, repeat.type if repeat else None),
             due_at,
             fire_item_id(callback_id, 0),
         ),
-        stored=due_at - time.time() > OUTBOX_BEYOND,
+        stored=record.open_due is None,
     )
     guard = GuardModel(
         key, owner=callback_id, expires_at=int(due_at) + GUARD_GRACE_SECONDS, version=0
@@ -357,10 +362,18 @@ def open_bucket(callback_id: str, due: float) -> str:
     return f"{hour}#{shard}"
 
 
-def _open_actions(callback_id: str, due: float) -> list[Any]:
+def _open_actions(callback_id: str, due: float, *, keep: bool = False) -> list[Any]:
+    """Put the callback in ``by_open``, due at ``due``; with ``keep``, only if it is not there
+    yet (an entry that exists stays as it is: no index write)."""
+    bucket, rounded = open_bucket(callback_id, due), round(due, 3)
+    if keep:
+        return [
+            ScheduledCallbackModel.open_bucket.set(ScheduledCallbackModel.open_bucket | bucket),
+            ScheduledCallbackModel.open_due.set(ScheduledCallbackModel.open_due | rounded),
+        ]
     return [
-        ScheduledCallbackModel.open_bucket.set(open_bucket(callback_id, due)),
-        ScheduledCallbackModel.open_due.set(round(due, 3)),
+        ScheduledCallbackModel.open_bucket.set(bucket),
+        ScheduledCallbackModel.open_due.set(rounded),
     ]
 
 
@@ -374,16 +387,16 @@ def _state_actions(
 ) -> list[Any]:
     """The state change, and what follows from it: a live callback (scheduled, firing) carries
     when its next step is due in the reconciler's sparse index; a finished one leaves that index
-    and expires after the stage's retention period. ``keep_open`` leaves the index entry as it
-    is (a firing that starts: see ``start_firing``)."""
+    and expires after the stage's retention period. ``keep_open`` leaves an index entry that
+    exists as it is, and adds one due ``now`` otherwise (a firing that starts: see
+    ``start_firing``)."""
     actions: list[Any] = [
         ScheduledCallbackModel.state.set(state),
         ScheduledCallbackModel.tenant_state.set(tenant_state(record.tenant_id, state)),
         ScheduledCallbackModel.updated_at.set(fmt(now)),
     ]
     if state in rules.LIVE_STATES:
-        if not keep_open:
-            actions.extend(_open_actions(record.callback_id, (due or now).timestamp()))
+        actions.extend(_open_actions(record.callback_id, (due or now).timestamp(), keep=keep_open))
     else:
         actions.extend(
             [
@@ -465,7 +478,9 @@ def start_firing(
     when it is due. Moving the entry would rewrite the index's key (a delete and a put: 2 write
     units per firing) for a difference of the firing's start lag. A firing that starts more
     than a grace period late is looked at by the next reconcile, which finds its delivery
-    running (and re-arms it) or creates it with a conditional put, a harmless duplicate."""
+    running (and re-arms it) or creates it with a conditional put, a harmless duplicate. A
+    callback created with its first firing stored as a due item has no entry yet: it gets one,
+    due now."""
     actions = [
         *_state_actions(
             record,
