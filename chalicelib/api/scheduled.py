@@ -231,8 +231,10 @@ def _create() -> Response:
         raise refusal from exc
     try:
         scheduler.hand_over(created.outbox)
-    except Exception:  # stored durably: the sweeper hands it over instead
-        log.exception("callback %s: first firing left to the sweeper", created.record.callback_id)
+    except Exception:  # stored: the reconciler sends it once it is overdue
+        log.exception(
+            "callback %s: first firing left to the reconciler", created.record.callback_id
+        )
     payload = render.success(
         "create",
         request.api_call_parameters,

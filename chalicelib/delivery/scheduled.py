@@ -43,7 +43,6 @@ from chalicelib.domain.timeutil import fmt, parse_stored
 from chalicelib.storage import deliveries, due
 from chalicelib.storage import scheduled as store
 from chalicelib.storage.deliveries import DeliveryModel, NewDelivery
-from chalicelib.storage.due import DueItemModel
 
 log = logging.getLogger("ringback.scheduler")
 
@@ -66,19 +65,33 @@ def delivery_id_for(callback_id: str, firing: int) -> str:
 # --------------------------------------------------------------------------- scheduling
 
 
-def hand_over(item: DueItemModel, now: float | None = None) -> bool:
-    """Move a stored firing (the create's outbox item) to SQS now when it is due within SQS's
-    delay limit, exactly as the sweeper would; later ones stay for the sweeper.
+def hand_over(first: store.FirstFiring, now: float | None = None) -> bool:
+    """After a create: send its first firing to SQS when it is due within SQS's delay limit.
+    Returns True if sent here.
 
-    Claiming first means a sweep running at the same moment cannot send it too; if this process
-    dies after claiming, the claim expires and the sweeper sends it. Returns True if sent here.
+    Not stored (due within the limit at create): sent now. If the send fails, the due item is
+    stored instead, for the sweeper (within a minute); if this process dies before either, the
+    reconciler sends it once it is a grace period overdue (``storage.scheduled``). Stored (due
+    beyond the limit at create): normally left to the sweeper; if it has come within the limit
+    meanwhile (a slow create), it is claimed first, so a sweep at the same moment cannot send it
+    too, then sent and removed, exactly as the sweeper would.
     """
     now = time.time() if now is None else now
+    item = first.item
     due_at = float(item.due_at)
+    message = json.loads(item.message)
+    item_id = item.item_key.partition("#")[2]
+    if not first.stored:
+        try:
+            queue.send_at(message, due_at, item_id, now)
+        except Exception:
+            log.exception("first firing of %s: SQS refused it; stored for the sweeper", item_id)
+            item.save()
+            return False
+        return True
     if due_at - now > queue.SQS_MAX_DELAY or not due.claim(item, HANDOVER_CLAIM_SECONDS):
         return False
-    message = json.loads(item.message)
-    queue.send_at(message, due_at, item.item_key.partition("#")[2], now)
+    queue.send_at(message, due_at, item_id, now)
     due.remove(item)
     return True
 
@@ -326,6 +339,20 @@ class ScheduledFamily:
         delivered = status == Status.DELIVERED.value
         reason = None if delivered else delivery.failure_reason
         immediate = content.get("repeat_type") == "immediate"
+        started = _just_started(callback_id)
+        if (
+            not immediate
+            and started is not None
+            and started.state == store.SCHEDULED
+            and int(started.fired_count) == firing + 1
+        ):
+            # An interval series whose next firing was scheduled when this one started: this
+            # firing can never be the one that finishes the series (only the start of the next
+            # one leaves ``scheduled``, and it moves ``fired_count`` on), so ``finish_firing``
+            # would fail its condition, a cancelled transaction billed like a write. Only the
+            # outcome is recorded.
+            store.record_outcome(started, firing, status, reason, now)
+            return
         record: store.ScheduledCallbackModel | None = store.skeleton(tenant_id, callback_id)
         next_at: datetime | None = None
         if immediate:

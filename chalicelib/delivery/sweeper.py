@@ -3,7 +3,9 @@
 On AWS an EventBridge rule runs it every minute with a 60 s window; SQS ``DelaySeconds`` then
 releases each message at its own second. Locally it runs every second. It reads only the minute
 buckets between its cursor and now + window (a Query each), so its cost follows what is due,
-not what is scheduled.
+not what is scheduled. Each item is claimed (a conditional update); those released at the same
+second go to SQS in one batch and are deleted in one batch, so a burst (every callback "on the
+hour") costs a request per ten firings, not one each.
 
 The cursor (the earliest minute that may still hold work) lives in a guard item. It only moves
 past a minute once that minute is in the past and everything in it was handed over, so an outage
@@ -14,8 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from pynamodb.exceptions import PutError
 
@@ -59,6 +63,33 @@ def _advance(guard: GuardModel | None, minute: str) -> None:
             raise
 
 
+def _hand_over(items: list[due.DueItemModel], now: float) -> list[due.DueItemModel]:
+    """Send claimed items to SQS, those released at the same second in one batch
+    (``SendMessageBatch``: up to ten messages, one delay), and return the ones sent. A group
+    SQS refuses stays (claimed) for a later sweep; if part of it did go out, those messages go
+    out again then, which every work kind tolerates (a ``fire`` starts once, an attempt is
+    claimed once)."""
+    groups: dict[int, list[tuple[due.DueItemModel, dict[str, Any]]]] = {}
+    for item in items:
+        due_at = float(item.due_at)
+        delay = max(0, min(queue.SQS_MAX_DELAY, math.floor(due_at - now)))
+        message = {**json.loads(item.message), "due_at": due_at}
+        groups.setdefault(delay, []).append((item, message))
+    sent: list[due.DueItemModel] = []
+    for delay, group in sorted(groups.items()):
+        try:
+            queue.send_now([message for _, message in group], delay_seconds=delay)
+        except Exception:
+            log.exception(
+                "could not hand over %s items due in %s s; they stay for the next sweep",
+                len(group),
+                delay,
+            )
+            continue
+        sent.extend(item for item, _ in group)
+    return sent
+
+
 def sweep(now: float | None = None, window: float = 60.0) -> SweepReport:
     now = time.time() if now is None else now
     until = now + window
@@ -70,23 +101,19 @@ def sweep(now: float | None = None, window: float = 60.0) -> SweepReport:
     new_cursor: str | None = None
     while minute <= last_minute:
         complete = True
+        claimed: list[due.DueItemModel] = []
         for shard in range(due.SHARDS):
             report.queried_buckets += 1
             for item in due.due_in(minute, shard, until):
                 report.items_read += 1
-                if not due.claim(item, CLAIM_SECONDS):
+                if due.claim(item, CLAIM_SECONDS):
+                    claimed.append(item)
+                else:
                     complete = False
-                    continue
-                try:
-                    queue.send_at(json.loads(item.message), float(item.due_at), item.item_key, now)
-                except Exception:
-                    log.exception(
-                        "could not hand over %s; it stays for the next sweep", item.item_key
-                    )
-                    complete = False
-                    continue
-                due.remove(item)
-                report.handed_over += 1
+        sent = _hand_over(claimed, now)
+        complete = complete and len(sent) == len(claimed)
+        due.remove_all(sent)
+        report.handed_over += len(sent)
         if new_cursor is None and not (complete and minute < current_minute):
             new_cursor = minute
         minute = due.minute_of(due.minute_start(minute) + 60)

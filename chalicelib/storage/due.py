@@ -89,3 +89,13 @@ def remove(item: DueItemModel) -> None:
     except DeleteError as exc:  # already gone: another sweep finished it
         if exc.cause_response_code != "ConditionalCheckFailedException":
             raise
+
+
+def remove_all(items: list[DueItemModel]) -> None:
+    """Delete handed-over items, 25 to a ``BatchWriteItem`` (PynamoDB resends unprocessed ones).
+    An item already gone (another sweep finished it) is no error: a delete is idempotent."""
+    if not items:
+        return
+    with DueItemModel.batch_write() as batch:
+        for item in items:
+            batch.delete(item)

@@ -3,8 +3,9 @@
 One item per callback (partition: the tenant, sort key: the callback id). Callback ids start
 with the creation time in milliseconds (hex), so a tenant's partition, and the ``by_tenant_state``
 index (partition ``<tenant>#<state>``, same sort key), list callbacks oldest first and page with
-a plain ``callback_id > <last seen>`` key condition: ``list`` is always one Query, with or
-without a state filter.
+a plain ``callback_id > <last seen>`` key condition. The two live states share one index
+partition, ``<tenant>#scheduled`` (see ``tenant_state``), so starting a firing does not move
+the callback in that index; a listing of one live state filters the other out.
 
 Rules and how DynamoDB holds them:
 
@@ -12,9 +13,13 @@ Rules and how DynamoDB holds them:
   ``sched-dup#<tenant>#<epoch>#<sha256(url)>`` put with ``attribute_not_exists`` in the same
   transaction as the callback, so of N concurrent identical creates exactly one commits.
   Cancelling releases the guard (same transaction), so the same call can be made again.
-- Nothing scheduled is lost: the first firing's work message is written to the ``due_items``
-  table in that same transaction (an outbox). The API then hands it to SQS at once when it is due
-  within SQS's 15-minute delay limit; if the process dies first, the sweeper hands it over.
+- Nothing scheduled is lost. A first firing due beyond SQS's 15-minute delay limit has its work
+  message written to the ``due_items`` table in that same transaction: that item is its
+  schedule, the sweeper hands it over. One due sooner is sent to SQS by the API right after the
+  commit (``scheduler.hand_over``); if that send fails, the API stores the due item instead; if
+  the process dies in between, the reconciler finds the callback through ``by_open`` once it is
+  a grace period overdue and sends the message then. (Storing every first firing as an outbox
+  item made that case late by a minute at most instead, for 4 write units on every create.)
 - Firing ``k`` starts with a conditional update (``state = scheduled AND fired_count = k``), so
   duplicate or late work messages, overlapping workers and a concurrent cancel can never start a
   firing twice or start one after a cancel. Every later state change is conditional as well.
@@ -52,7 +57,8 @@ create for a past time is refused anyway, so an expired guard can never be neede
 
 
 class ByTenantState(GlobalSecondaryIndex["ScheduledCallbackModel"]):
-    """``list?state=``: one tenant's callbacks in one state, oldest first."""
+    """``list?state=``: one tenant's callbacks in one state (both live states in one partition),
+    oldest first."""
 
     class Meta:
         index_name = "by_tenant_state"
@@ -64,8 +70,9 @@ class ByTenantState(GlobalSecondaryIndex["ScheduledCallbackModel"]):
 
 class ByOpen(GlobalSecondaryIndex["ScheduledCallbackModel"]):
     """The reconciler's sparse index: only live callbacks carry ``open_bucket``, keyed by the
-    hour (and shard) of when their next step is due (the next firing, or the end of the one
-    running). Reading what is overdue costs what is overdue, not what is scheduled."""
+    hour (and shard) of when their next step is due (the next firing; for the one running, when
+    it was due, or when the reconciler re-armed it). Reading what is overdue costs what is
+    overdue, not what is scheduled."""
 
     class Meta:
         index_name = "by_open"
@@ -130,16 +137,48 @@ class AlreadyExists(Exception):
     """Another callback of the account has the same time and URL."""
 
 
+OUTBOX_BEYOND = 15 * 60
+"""A first firing due later than this (seconds; SQS's delay limit, ``queue.SQS_MAX_DELAY``) is
+stored as a due item in the create's transaction; a sooner one goes straight to SQS."""
+
+
+@dataclass(frozen=True)
+class FirstFiring:
+    """The first firing's work message, as the due item that holds (or would hold) it."""
+
+    item: DueItemModel
+    stored: bool  # written in the create's transaction (due beyond ``OUTBOX_BEYOND``)
+
+
 @dataclass(frozen=True)
 class Created:
     record: ScheduledCallbackModel
     signing_secret: str
-    outbox: DueItemModel  # the first firing's work message, already stored
+    outbox: FirstFiring
 
 
 def new_callback_id(now_epoch: float) -> str:
     """24 hex characters: creation time in ms (11) + 52 random bits (13), so ids sort by age."""
     return f"{int(now_epoch * 1000):011x}"[-11:] + pysecrets.token_hex(7)[:13]
+
+
+def tenant_state(tenant_id: str, state: str) -> str:
+    """The ``by_tenant_state`` partition of a callback in ``state``.
+
+    Both live states (``scheduled`` and ``firing``) share ``<tenant>#scheduled``: every firing
+    goes ``scheduled`` -> ``firing`` (and an immediate repeat back), and an index key that
+    changes costs a delete and a put in the index (2 write units) on each such step. Finished
+    states keep their own partition: a callback enters one once. A ``state=firing`` listing reads
+    the live partition and filters (live callbacks are bounded by the pending quota); a
+    ``state=scheduled`` one filters out the few that are firing at that moment.
+    """
+    shown = SCHEDULED if state in rules.LIVE_STATES else state
+    return f"{tenant_id}#{shown}"
+
+
+LIVE_PAGE_READ = 1000
+"""Items a ``state=firing`` listing evaluates per Query (firing callbacks are few among the live
+ones, so reading a page's worth at a time would take many Queries)."""
 
 
 def duplicate_key(tenant_id: str, callback_time: datetime, callback_url: str) -> str:
@@ -188,7 +227,9 @@ def _outbox_item(message: dict[str, Any], due_at: float, item_id: str) -> DueIte
 
 
 def create(tenant_id: str, request: rules.CreateRequest, now: datetime) -> Created:
-    """Store a callback, its duplicate guard and its first firing, all or nothing.
+    """Store a callback and its duplicate guard (and, when it is due beyond SQS's delay limit,
+    its first firing), all or nothing. The caller hands the first firing over
+    (``scheduler.hand_over(created.outbox)``).
 
     Raises ``AlreadyExists`` when the guard is held by another callback.
     """
@@ -208,22 +249,30 @@ def create(tenant_id: str, request: rules.CreateRequest, now: datetime) -> Creat
         repeat_count=repeat.count if repeat else None,
         repeat_until=fmt(repeat.until) if repeat and repeat.until else None,
         state=SCHEDULED,
-        tenant_state=f"{tenant_id}#{SCHEDULED}",
+        tenant_state=tenant_state(tenant_id, SCHEDULED),
         fired_count=0,
         next_fire_at=fmt(request.callback_time),
         created_at=fmt(now),
         updated_at=fmt(now),
         duplicate_key=key,
-        open_bucket=open_bucket(callback_id, request.callback_time.timestamp()),
-        open_due=round(request.callback_time.timestamp(), 3),
         rate_limit=request.limits.rate,
         max_in_flight=request.limits.max_in_flight,
     )
     due_at = request.callback_time.timestamp()
-    outbox = _outbox_item(
-        fire_message(tenant_id, callback_id, 0, repeat.type if repeat else None),
-        due_at,
-        fire_item_id(callback_id, 0),
+    if due_at - time.time() <= OUTBOX_BEYOND:
+        # Sent to SQS after the commit: if that hand-over is lost, the reconciler finds the
+        # callback here. A later first firing is stored in this transaction (the sweeper's,
+        # never lost), so it enters ``by_open`` only when it starts (``start_firing``): one
+        # index entry fewer in a transaction that bills twice.
+        record.open_bucket = open_bucket(callback_id, due_at)
+        record.open_due = round(due_at, 3)
+    outbox = FirstFiring(
+        _outbox_item(
+            fire_message(tenant_id, callback_id, 0, repeat.type if repeat else None),
+            due_at,
+            fire_item_id(callback_id, 0),
+        ),
+        stored=record.open_due is None,
     )
     guard = GuardModel(
         key, owner=callback_id, expires_at=int(due_at) + GUARD_GRACE_SECONDS, version=0
@@ -238,8 +287,9 @@ def create(tenant_id: str, request: rules.CreateRequest, now: datetime) -> Creat
                 | (GuardModel.expires_at < int(now.timestamp())),
             )
             tx.save(record, condition=ScheduledCallbackModel.callback_id.does_not_exist())
-            tx.save(outbox)
-            # the tenant's pending count, +1 under its limit (puts come first: index 3)
+            if outbox.stored:
+                tx.save(outbox.item)
+            # the tenant's pending count, +1 under its limit (puts come first: after them)
             tx.update(slot.model, actions=slot.actions, condition=slot.condition)
 
     try:
@@ -254,7 +304,7 @@ def create(tenant_id: str, request: rules.CreateRequest, now: datetime) -> Creat
             return Created(record, secret, outbox)
         if cancelled_by_condition(exc, index=0):
             raise AlreadyExists(key) from exc
-        if cancelled_by_condition(exc, index=3):
+        if cancelled_by_condition(exc, index=3 if outbox.stored else 2):
             raise slot.exceeded() from exc
         raise
     return Created(record, secret, outbox)
@@ -276,8 +326,10 @@ def list_page(
 
     One Query: on the table for all states, on ``by_tenant_state`` for one state (that index is
     eventually consistent, like every GSI: a callback that just changed state may show up under
-    its old state for a moment). It asks for one item more than the page to know whether another
-    page follows, so the last page never comes with a cursor to an empty one.
+    its old state for a moment). A live state shares its partition with the other live state
+    (``tenant_state``) and is filtered, so it may take more than one Query to fill a page. It
+    asks for one item more than the page to know whether another page follows, so the last page
+    never comes with a cursor to an empty one.
     """
     condition: Any = None
     if state is None:
@@ -289,8 +341,13 @@ def list_page(
     else:
         if after is not None:
             condition = ByTenantState.callback_id > after
+        live = state in rules.LIVE_STATES
         results = ScheduledCallbackModel.by_tenant_state.query(
-            f"{tenant_id}#{state}", range_key_condition=condition, limit=limit + 1
+            tenant_state(tenant_id, state),
+            range_key_condition=condition,
+            filter_condition=(ScheduledCallbackModel.state == state) if live else None,
+            limit=limit + 1,
+            page_size=max(limit + 1, LIVE_PAGE_READ) if state == FIRING else limit + 1,
         )
     found = list(results)
     if len(found) > limit:
@@ -305,26 +362,41 @@ def open_bucket(callback_id: str, due: float) -> str:
     return f"{hour}#{shard}"
 
 
-def _open_actions(callback_id: str, due: float) -> list[Any]:
+def _open_actions(callback_id: str, due: float, *, keep: bool = False) -> list[Any]:
+    """Put the callback in ``by_open``, due at ``due``; with ``keep``, only if it is not there
+    yet (an entry that exists stays as it is: no index write)."""
+    bucket, rounded = open_bucket(callback_id, due), round(due, 3)
+    if keep:
+        return [
+            ScheduledCallbackModel.open_bucket.set(ScheduledCallbackModel.open_bucket | bucket),
+            ScheduledCallbackModel.open_due.set(ScheduledCallbackModel.open_due | rounded),
+        ]
     return [
-        ScheduledCallbackModel.open_bucket.set(open_bucket(callback_id, due)),
-        ScheduledCallbackModel.open_due.set(round(due, 3)),
+        ScheduledCallbackModel.open_bucket.set(bucket),
+        ScheduledCallbackModel.open_due.set(rounded),
     ]
 
 
 def _state_actions(
-    record: ScheduledCallbackModel, state: str, now: datetime, due: datetime | None = None
+    record: ScheduledCallbackModel,
+    state: str,
+    now: datetime,
+    due: datetime | None = None,
+    *,
+    keep_open: bool = False,
 ) -> list[Any]:
     """The state change, and what follows from it: a live callback (scheduled, firing) carries
     when its next step is due in the reconciler's sparse index; a finished one leaves that index
-    and expires after the stage's retention period."""
+    and expires after the stage's retention period. ``keep_open`` leaves an index entry that
+    exists as it is, and adds one due ``now`` otherwise (a firing that starts: see
+    ``start_firing``)."""
     actions: list[Any] = [
         ScheduledCallbackModel.state.set(state),
-        ScheduledCallbackModel.tenant_state.set(f"{record.tenant_id}#{state}"),
+        ScheduledCallbackModel.tenant_state.set(tenant_state(record.tenant_id, state)),
         ScheduledCallbackModel.updated_at.set(fmt(now)),
     ]
     if state in rules.LIVE_STATES:
-        actions.extend(_open_actions(record.callback_id, (due or now).timestamp()))
+        actions.extend(_open_actions(record.callback_id, (due or now).timestamp(), keep=keep_open))
     else:
         actions.extend(
             [
@@ -398,9 +470,25 @@ def start_firing(
 ) -> bool:
     """Firing ``firing`` (0-based) starts: only if the callback is scheduled and exactly
     ``firing`` firings have started. ``state``/``next_fire_at`` say what follows it: another
-    firing already scheduled (interval series) or ``firing`` (nothing yet)."""
+    firing already scheduled (interval series) or ``firing`` (nothing yet).
+
+    A callback that goes to ``firing`` keeps its ``by_open`` entry, due at this firing's time
+    (or when the reconciler last re-armed it): the reconciler looks at it once it is a grace
+    period past that, exactly as it would a grace period past the start, since a firing starts
+    when it is due. Moving the entry would rewrite the index's key (a delete and a put: 2 write
+    units per firing) for a difference of the firing's start lag. A firing that starts more
+    than a grace period late is looked at by the next reconcile, which finds its delivery
+    running (and re-arms it) or creates it with a conditional put, a harmless duplicate. A
+    callback created with its first firing stored as a due item has no entry yet: it gets one,
+    due now."""
     actions = [
-        *_state_actions(record, state, now, due=next_fire_at if state == SCHEDULED else None),
+        *_state_actions(
+            record,
+            state,
+            now,
+            due=next_fire_at if state == SCHEDULED else None,
+            keep_open=state != SCHEDULED,
+        ),
         ScheduledCallbackModel.fired_count.set(firing + 1),
         ScheduledCallbackModel.last_fired_at.set(fmt(now)),
         ScheduledCallbackModel.next_fire_at.set(fmt(next_fire_at))
