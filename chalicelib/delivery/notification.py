@@ -13,16 +13,19 @@ buffer is cut into **generations** (``chalicelib/storage/notification_buffer.py`
 its own partition and its own flush message; new events go to the callback's current one
 until its flush starts.
 
-  B1. find the current generation: the one this process knows of, else the marker row's, as
-      long as its flush is not due yet (a hint only: B2 decides);
+  B1. find the current generation: the one this process last wrote into, or the marker
+      row's unless the marker says its flush started (read again once the known one's flush
+      is due: the marker may name a newer one);
   B2. put the item into that generation, then read the generation's state row (consistently):
       no ``started_at`` means its flush has not begun, and since the flush marks itself
-      started before it reads anything, its reads will see the item. Done;
-  B3. otherwise (no open generation, or it started meanwhile: the item is deleted from it
-      again, so a flush that did not read it yet will not send it twice), start a new
-      generation: put the item into it, send its flush message due at now + window, and move
-      the marker to it (conditioned on the marker read in B1; if another writer moved it
-      first, both generations are flushed, each by its own message).
+      started before it reads anything, its reads will see the item. Done. A generation
+      whose flush is late (a backlog) keeps taking events until the flush really starts, so
+      a late flush sends fuller batches, not more of them;
+  B3. if it had started (the item is deleted from it again, so a flush that did not read it
+      yet will not send it twice), try the marker's generation if that is another one; with
+      none left, start a new generation: put the item into it, send its flush message due at
+      now + window, and move the marker to it (conditioned on the marker read; if another
+      writer moved it first, both generations are flushed, each by its own message).
 
 Why nothing is lost wherever the worker (API Lambda) dies:
 
@@ -33,15 +36,17 @@ Why nothing is lost wherever the worker (API Lambda) dies:
 - a new generation's flush message is sent only after its first item is stored, so it finds
   at least that item; a marker that was not moved only means the next writer starts a new
   generation of its own.
-- nothing in B1-B3 depends on clocks agreeing: the due time only spares a read; whether a
-  flush has begun is read from DynamoDB.
+- nothing in B1-B3 depends on clocks agreeing: the due time only says when to read the
+  marker again; whether a flush has begun is read from DynamoDB.
 
 A flush of one generation (``handle_flush``; its message carries the generation and a
 ``flush_id``, the same on every redelivery) repeats, until the generation is exhausted or a
 budget (``FLUSH_MAX_BATCHES``) is spent:
 
   F1. mark the generation started (from now on writers go elsewhere) and read its state
-      row, in one write; nothing is ever added behind the flush after that;
+      row, in one write; nothing is ever added behind the flush after that. Then mark the
+      marker closed if it still names this generation (the next event opens a new one
+      without trying this one first: a hint, like the due time);
   F2. if a batch is pending and this flush cut it, resume it (F3 with its item keys); if
       another flush cut it, stop: that flush is working, or its message will come back (SQS
       redelivery, or the dead-letter handler re-sending it with the same id);
@@ -168,13 +173,17 @@ def subscribed_callbacks(event: PublishedEvent) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class _Known:
+    """A generation this process wrote into (or read from the marker), and when to look at the
+    marker again: once its flush is due, the marker may already name the next generation."""
+
     generation: str
-    flush_at: float
+    look_again_at: float
 
 
 _known: dict[tuple[str, str], _Known] = {}
 _known_lock = threading.Lock()
 _KNOWN_LIMIT = 10_000
+MARKER_REREAD = 1.0  # seconds between marker reads while a due generation is still open
 
 
 def _remember(key: tuple[str, str], known: _Known | None) -> None:
@@ -187,22 +196,14 @@ def _remember(key: tuple[str, str], known: _Known | None) -> None:
         _known[key] = known
 
 
-def _open_generation(
-    tenant_id: str, callback_id: str, now: float
-) -> tuple[_Known | None, str | None]:
-    """The generation new events should go to, if one looks open (its flush is not due yet:
-    a hint only, ``has_started`` decides), and the marker's generation as read."""
-    key = (tenant_id, callback_id)
-    with _known_lock:
-        known = _known.get(key)
-    if known is not None and known.flush_at > now:
-        return known, known.generation
+def _from_marker(tenant_id: str, callback_id: str) -> tuple[_Known | None, str | None]:
+    """The marker's generation if its flush has not started (as far as the marker knows), and
+    the marker's generation as read (for the conditional move)."""
     marker = buffers.read_marker(tenant_id, callback_id)
-    if marker.generation and marker.flush_at is not None and marker.flush_at > now:
-        known = _Known(marker.generation, marker.flush_at)
-        _remember(key, known)
-        return known, marker.generation
-    return None, marker.generation
+    if not marker.generation or marker.closed:
+        return None, marker.generation
+    due = marker.flush_at if marker.flush_at is not None else 0.0
+    return _Known(marker.generation, max(due, time.time() + MARKER_REREAD)), marker.generation
 
 
 def buffer_items(
@@ -211,17 +212,25 @@ def buffer_items(
     """Steps B1-B3: store ``items`` for one callback where a flush that has not started will
     read them (``POST /events`` stores one; bulk loads many)."""
     key = (tenant_id, callback_id)
-    now = time.time()
-    known, seen = _open_generation(tenant_id, callback_id, now)
-    if known is not None:
+    with _known_lock:
+        known = _known.get(key)
+    if known is None or known.look_again_at <= time.time():
+        known, seen = _from_marker(tenant_id, callback_id)
+    else:
+        seen = known.generation
+    tried: list[str] = []
+    while known is not None and known.generation not in tried and len(tried) < 3:
         ref = buffers.BufferRef(tenant_id, callback_id, known.generation)
         buffers.put_items(ref, items)
         if not buffers.has_started(ref):
+            _remember(key, known)
             return
-        # its flush started while we wrote: ours may or may not be seen by it; the next
-        # generation takes the events for certain (and the copy is dropped, if still there)
+        # its flush started before our write was seen: the flush may or may not read it; the
+        # next generation takes the events for certain (and this copy is dropped again)
+        tried.append(known.generation)
         _remember(key, None)
         buffers.delete_items(ref, [item.item_key for item in items])
+        known, seen = _from_marker(tenant_id, callback_id)
     generation = new_id()
     flush_at = time.time() + batch_window()
     buffers.put_items(buffers.BufferRef(tenant_id, callback_id, generation), items)

@@ -55,6 +55,7 @@ class NotificationBufferModel(Model):
     # the callback's marker row
     flush_at = NumberAttribute(null=True)  # due time of the latest flush message sent
     generation = UnicodeAttribute(null=True)  # where new events go until its flush starts
+    closed = UnicodeAttribute(null=True)  # ``generation`` once its flush has started
     # a generation's state row
     started_at = NumberAttribute(null=True)  # its flush began: no event is added any more
     cursor = UnicodeAttribute(null=True)  # the last item key already cut into a batch
@@ -94,6 +95,7 @@ class Buffered:
 class Marker:
     generation: str | None
     flush_at: float | None
+    closed: bool = False  # the generation's flush has started: the next event opens another
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,11 @@ def read_marker(tenant_id: str, callback_id: str) -> Marker:
         )
     except DoesNotExist:
         return Marker(None, None)
-    return Marker(row.generation, float(row.flush_at) if row.flush_at is not None else None)
+    return Marker(
+        row.generation,
+        float(row.flush_at) if row.flush_at is not None else None,
+        row.closed is not None and row.closed == row.generation,
+    )
 
 
 def _conditional_update(row: NotificationBufferModel, actions: list[Any], condition: Any) -> bool:
@@ -244,7 +250,10 @@ def has_started(ref: BufferRef) -> bool:
 
 def start(ref: BufferRef, now: float) -> State:
     """A flush's first step: close the generation to new events (they go to the next one),
-    and learn how far earlier runs of this flush got, in one write. The old partition has no
+    and learn how far earlier runs of this flush got, in one write. Then the marker says so
+    too, if it still names this generation, so that the callback's next event opens a new
+    one at once instead of writing into this one and finding out (a flush that dies between
+    the two writes costs that event one write more, nothing else). The old partition has no
     writers left to close it to: it is only read."""
     if not ref.by_cursor:
         return read_state(ref)
@@ -256,6 +265,11 @@ def start(ref: BufferRef, now: float) -> State:
             ),
             NotificationBufferModel.expires_at.set(_expiry()),
         ]
+    )
+    _conditional_update(
+        _marker_row(ref.tenant_id, ref.callback_id),
+        [NotificationBufferModel.closed.set(ref.generation)],
+        NotificationBufferModel.generation == ref.generation,
     )
     return _state_of(row)
 
