@@ -496,6 +496,60 @@ def test_an_event_written_as_its_generation_starts_goes_to_the_next_one(
     assert receiver.event_ids() == Counter({first: 1, second: 1})
 
 
+def test_events_buffered_while_flushes_run_all_arrive(
+    client, make_tenant, worker, httpserver, monkeypatch
+):
+    """Writers in several threads and a worker flushing at the same time, with a short window:
+    generations open and close under the writers, and every event arrives."""
+    from chalicelib.delivery import notification as family
+    from chalicelib.domain.ids import new_id
+    from chalicelib.domain.notification import event_object
+    from chalicelib.storage import notification as store
+    from chalicelib.storage import notification_buffer as buffers
+
+    monkeypatch.setenv("RINGBACK_BATCH_WINDOW", "0.2")
+    owner = make_tenant()
+    receiver = Receiver(httpserver)
+    create_callback(client, owner, receiver.url, batchSize=7)
+    callback = store.get_callback(owner.tenant_id, "cb")
+    assert callback is not None
+    ids: list[str] = []
+    lock = threading.Lock()
+    writing = threading.Event()
+    writing.set()
+
+    def write(thread: int) -> None:
+        for i in range(25):
+            event_id = new_id()
+            body = buffers.encode_event(event_object(event_id, "EMAIL_CLICKED", {"riid": i}))
+            item = buffers.Buffered(
+                buffers.item_key(int(time.time() * 1000), event_id), event_id, body
+            )
+            if thread % 2:
+                family._remember((owner.tenant_id, callback.callback_id), None)  # another Lambda
+            family.buffer_items(owner.tenant_id, callback.callback_id, "cb", [item])
+            with lock:
+                ids.append(event_id)
+
+    def flush_meanwhile() -> None:
+        while writing.is_set():
+            worker.poll()
+
+    flusher = threading.Thread(target=flush_meanwhile)
+    flusher.start()
+    writers = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    writing.clear()
+    flusher.join()
+    worker.run_until_idle(timeout=60)
+    delivered = receiver.event_ids()
+    assert set(delivered) == set(ids) and len(ids) == 100
+    assert all(len(batch) <= 7 for batch in receiver.batches)
+
+
 def test_events_buffered_before_generations_are_still_delivered(
     client, make_tenant, fast, httpserver
 ):
