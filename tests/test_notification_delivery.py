@@ -4,6 +4,7 @@ receivers, Basic auth, signatures, the backup url, and crashes at every step of 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import threading
@@ -457,6 +458,38 @@ def test_a_flush_dying_after_any_step_loses_and_repeats_nothing(
     assert receiver.event_ids() == Counter({event_id: 1 for event_id in ids})
     assert all(len(batch) <= 5 for batch in receiver.batches)
     assert len(all_deliveries(owner.tenant_id)) == len(receiver.batches)
+
+
+def test_buffer_writes_applied_then_answered_with_an_error_lose_and_repeat_nothing(
+    client, make_tenant, fast, httpserver, monkeypatch
+):
+    """Every conditional write on the buffer is applied, then made again (botocore's retry of a
+    call whose answer was lost): the retry fails its condition against our own write, and the
+    flush must recognise that (a pending batch that is its own, a cursor it moved itself)."""
+    from pynamodb.connection.base import Connection
+
+    real = Connection._make_api_call
+    repeated: list[str] = []
+
+    def twice(self: Any, operation: str, kwargs: dict[str, Any]) -> Any:
+        if operation in ("UpdateItem", "PutItem") and "notification_buffer" in str(
+            kwargs.get("TableName", "")
+        ):
+            repeated.append(operation)
+            with contextlib.suppress(Exception):  # a condition may fail the first time too
+                real(self, operation, kwargs)  # applied; its answer is lost
+        return real(self, operation, kwargs)
+
+    owner = make_tenant()
+    receiver = Receiver(httpserver)
+    create_callback(client, owner, receiver.url, batchSize=5)
+    subscribe(client, owner, "all", "cb", ["SMS_MO_FW_FAILED"])
+    monkeypatch.setattr(Connection, "_make_api_call", twice)
+    ids = [publish(client, owner, "SMS_MO_FW_FAILED", {"riid": i})["event_id"] for i in range(12)]
+    fast.run_until_idle(timeout=30)
+    assert "UpdateItem" in repeated and "PutItem" in repeated
+    assert receiver.event_ids() == Counter({event_id: 1 for event_id in ids})
+    assert sorted(len(batch) for batch in receiver.batches) == [2, 5, 5]
 
 
 def test_an_event_written_as_its_generation_starts_goes_to_the_next_one(
