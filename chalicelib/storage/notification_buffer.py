@@ -189,9 +189,12 @@ def _marker_row(tenant_id: str, callback_id: str) -> NotificationBufferModel:
 
 
 def read_marker(tenant_id: str, callback_id: str) -> Marker:
+    """Eventually consistent (half a read unit): the marker is a hint for writers, never what
+    decides whether an event is seen (``has_started`` does). A stale answer costs at most a
+    write into a generation that has started, or a generation opened early."""
     try:
         row = NotificationBufferModel.get(
-            BufferRef(tenant_id, callback_id).key, STATE_KEY, consistent_read=True
+            BufferRef(tenant_id, callback_id).key, STATE_KEY, consistent_read=False
         )
     except DoesNotExist:
         return Marker(None, None)
