@@ -3,10 +3,11 @@
 The ``notification_buffer`` table holds, per callback:
 
 - a marker row ``(<tenant>#<callback id>, "#state")``: the callback's current **generation**
-  (``generation``) and the due time of its flush (``flush_at``). The generation is where new
-  events go until its flush starts; the due time is only a hint for writers (a generation
-  whose due time has passed is probably being flushed, so a writer starts the next one instead
-  of writing into it and finding out);
+  (``generation``), the due time of its flush (``flush_at``) and, once that flush has started,
+  ``closed``. The generation is where new events go until its flush starts. The marker is
+  only a hint for writers (the due time says when to read it again, ``closed`` spares a write
+  into a generation that no longer takes events); what decides is the generation's own state
+  row, read after each write;
 - one partition per generation ``<tenant>#<callback id>#<generation>``: the buffered events
   (``item_key`` = arrival ms + event id, so a batch is oldest first) and a ``#state`` row that
   the generation's flush creates before it reads anything (``started_at``), holding how far
