@@ -346,7 +346,7 @@ def _deliver(
     items: Sequence[buffers.Buffered],
     limits: dict[str, Any] | None = None,
 ) -> None:
-    """F3: the batch's delivery (created once) and its first work message."""
+    """F4: the batch's delivery (created once) and its first work message."""
     unique = _unique(items)
     if not unique and deliveries.get(delivery_id) is None:
         return  # nothing was left to send and no delivery was made: nothing to resume
