@@ -583,6 +583,39 @@ def test_events_buffered_while_flushes_run_all_arrive(
     assert all(len(batch) <= 7 for batch in receiver.batches)
 
 
+def test_a_batch_stored_before_compression_is_still_sent(client, make_tenant, fast, httpserver):
+    """Deliveries made before batch bodies were compressed hold the body plain; they are still
+    sent byte for byte, while new ones store it compressed."""
+    from chalicelib.delivery import ingest
+    from chalicelib.delivery.registry import Target
+    from chalicelib.storage import deliveries
+    from chalicelib.storage import notification as store
+
+    owner = make_tenant()
+    receiver = Receiver(httpserver)
+    create_callback(client, owner, receiver.url)
+    subscribe(client, owner, "all", "cb", ["PUSH_OPT_OUT"])
+    callback = store.get_callback(owner.tenant_id, "cb")
+    assert callback is not None
+    plain = '[{"eventId":"before","eventType":"PUSH_OPT_OUT"}]'
+    ingest.deliver_direct(
+        delivery_id="plain-body-batch",
+        tenant_id=owner.tenant_id,
+        event_id="before",
+        target=Target("notification", "cb", callback.url),
+        content={"callback_id": callback.callback_id, "callback_name": "cb", "body": plain},
+    )
+    event = publish(client, owner, "PUSH_OPT_OUT", {"riid": 5})
+    fast.run_until_idle()
+    assert plain.encode() in [r["body"] for r in receiver.requests]
+    assert receiver.event_ids() == Counter({"before": 1, event["event_id"]: 1})
+    stored = [d for d in all_deliveries(owner.tenant_id) if d.delivery_id != "plain-body-batch"]
+    assert [sorted(json.loads(d.content)) for d in stored] == [
+        ["body_z", "callback_id", "callback_name"]
+    ]
+    assert deliveries.get("plain-body-batch").status == "delivered"
+
+
 def test_events_buffered_before_generations_are_still_delivered(
     client, make_tenant, fast, httpserver
 ):
