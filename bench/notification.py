@@ -39,17 +39,15 @@ def _buffer(tenant_id: str, callback_id: str, count: int) -> None:
     from chalicelib.delivery import notification as family
     from chalicelib.domain.ids import new_id
     from chalicelib.domain.notification import event_object
-    from chalicelib.storage import notification as store
+    from chalicelib.storage import notification_buffer as buffers
 
     base_ms = int(time.time() * 1000)
     items = []
     for i in range(count):
         event_id = new_id()
-        body = store.encode_event(event_object(event_id, "EMAIL_BOUNCED", {"riid": i}))
-        items.append(store.Buffered(store.item_key(base_ms + i, event_id), event_id, body))
-    for start in range(0, count, 25):
-        store.put_buffered_many(tenant_id, callback_id, items[start : start + 25])
-    family.ensure_flush(tenant_id, callback_id, "cb")  # due at once (window 0)
+        body = buffers.encode_event(event_object(event_id, "EMAIL_BOUNCED", {"riid": i}))
+        items.append(buffers.Buffered(buffers.item_key(base_ms + i, event_id), event_id, body))
+    family.buffer_items(tenant_id, callback_id, "cb", items)  # batch writes; flush due at once
 
 
 def _drain(receiver: Receiver, expected: int, timeout: float) -> int:

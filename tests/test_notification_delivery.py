@@ -4,6 +4,7 @@ receivers, Basic auth, signatures, the backup url, and crashes at every step of 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import threading
@@ -257,6 +258,7 @@ def _load(tenant_id: str, callback_name: str, count: int, chunk: int = 25) -> li
     from chalicelib.domain.ids import new_id
     from chalicelib.domain.notification import event_object
     from chalicelib.storage import notification as store
+    from chalicelib.storage import notification_buffer as buffers
 
     callback = store.get_callback(tenant_id, callback_name)
     assert callback is not None
@@ -267,8 +269,8 @@ def _load(tenant_id: str, callback_name: str, count: int, chunk: int = 25) -> li
         for i in range(start, min(count, start + chunk)):
             event_id = new_id()
             ids.append(event_id)
-            body = store.encode_event(event_object(event_id, "EMAIL_BOUNCED", {"riid": i}))
-            items.append(store.Buffered(store.item_key(base_ms + i, event_id), event_id, body))
+            body = buffers.encode_event(event_object(event_id, "EMAIL_BOUNCED", {"riid": i}))
+            items.append(buffers.Buffered(buffers.item_key(base_ms + i, event_id), event_id, body))
         family.buffer_items(tenant_id, callback.callback_id, callback_name, items)
     return ids
 
@@ -409,7 +411,7 @@ def test_events_buffered_for_a_deleted_callback_end_skipped(
 # --- nothing lost, nothing twice: a worker dying between any two steps of a flush ---------------
 
 
-FAULTS = ["set_pending", "deliver_direct", "remove_buffered", "clear_pending"]
+FAULTS = ["start", "set_pending", "deliver_direct", "finish_batch"]
 
 
 @pytest.mark.parametrize("fault", FAULTS)
@@ -418,6 +420,7 @@ def test_a_flush_dying_after_any_step_loses_and_repeats_nothing(
 ):
     from chalicelib.delivery import notification as family
     from chalicelib.storage import notification as store
+    from chalicelib.storage import notification_buffer as buffers
 
     fast.sqs.set_queue_attributes(QueueUrl=fast.work_url, Attributes={"VisibilityTimeout": "1"})
     owner = make_tenant()
@@ -426,7 +429,7 @@ def test_a_flush_dying_after_any_step_loses_and_repeats_nothing(
     subscribe(client, owner, "all", "cb", ["SMS_OPT_OUT"])
     ids = _load(owner.tenant_id, "cb", 12, chunk=12)
 
-    module = family.ingest if fault == "deliver_direct" else store
+    module = family.ingest if fault == "deliver_direct" else buffers
     real = getattr(module, fault)
     died: list[str] = []
 
@@ -438,11 +441,12 @@ def test_a_flush_dying_after_any_step_loses_and_repeats_nothing(
                 # meanwhile an event from a Lambda with a slow clock sorts before the batch
                 callback = store.get_callback(owner.tenant_id, "cb")
                 assert callback is not None
-                body = store.encode_event({"eventId": "skewed", "eventType": "SMS_OPT_OUT"})
-                store.put_buffered(
+                body = buffers.encode_event({"eventId": "skewed", "eventType": "SMS_OPT_OUT"})
+                family.buffer_items(
                     owner.tenant_id,
                     callback.callback_id,
-                    store.Buffered(store.item_key(1, "skewed"), "skewed", body),
+                    "cb",
+                    [buffers.Buffered(buffers.item_key(1, "skewed"), "skewed", body)],
                 )
                 ids.append("skewed")
             raise RuntimeError(f"worker died after {fault}")
@@ -454,6 +458,194 @@ def test_a_flush_dying_after_any_step_loses_and_repeats_nothing(
     assert receiver.event_ids() == Counter({event_id: 1 for event_id in ids})
     assert all(len(batch) <= 5 for batch in receiver.batches)
     assert len(all_deliveries(owner.tenant_id)) == len(receiver.batches)
+
+
+def test_buffer_writes_applied_then_answered_with_an_error_lose_and_repeat_nothing(
+    client, make_tenant, fast, httpserver, monkeypatch
+):
+    """Every conditional write on the buffer is applied, then made again (botocore's retry of a
+    call whose answer was lost): the retry fails its condition against our own write, and the
+    flush must recognise that (a pending batch that is its own, a cursor it moved itself)."""
+    from pynamodb.connection.base import Connection
+
+    real = Connection._make_api_call
+    repeated: list[str] = []
+
+    def twice(self: Any, operation: str, kwargs: dict[str, Any]) -> Any:
+        if operation in ("UpdateItem", "PutItem") and "notification_buffer" in str(
+            kwargs.get("TableName", "")
+        ):
+            repeated.append(operation)
+            with contextlib.suppress(Exception):  # a condition may fail the first time too
+                real(self, operation, kwargs)  # applied; its answer is lost
+        return real(self, operation, kwargs)
+
+    owner = make_tenant()
+    receiver = Receiver(httpserver)
+    create_callback(client, owner, receiver.url, batchSize=5)
+    subscribe(client, owner, "all", "cb", ["SMS_MO_FW_FAILED"])
+    monkeypatch.setattr(Connection, "_make_api_call", twice)
+    ids = [publish(client, owner, "SMS_MO_FW_FAILED", {"riid": i})["event_id"] for i in range(12)]
+    fast.run_until_idle(timeout=30)
+    assert "UpdateItem" in repeated and "PutItem" in repeated
+    assert receiver.event_ids() == Counter({event_id: 1 for event_id in ids})
+    assert sorted(len(batch) for batch in receiver.batches) == [2, 5, 5]
+
+
+def test_an_event_written_as_its_generation_starts_goes_to_the_next_one(
+    client, make_tenant, worker, httpserver, monkeypatch
+):
+    """A writer that finds its generation's flush started after writing into it cannot tell
+    whether the flush saw the event: it writes it into a new generation, with its own flush."""
+    from chalicelib.storage import notification as store
+    from chalicelib.storage import notification_buffer as buffers
+
+    monkeypatch.setenv("RINGBACK_BATCH_WINDOW", "1")
+    owner = make_tenant()
+    receiver = Receiver(httpserver)
+    create_callback(client, owner, receiver.url)
+    subscribe(client, owner, "all", "cb", ["SMS_OPT_IN"])
+    first = publish(client, owner, "SMS_OPT_IN", {"riid": 1})["event_id"]
+    callback = store.get_callback(owner.tenant_id, "cb")
+    assert callback is not None
+    marker = buffers.read_marker(owner.tenant_id, callback.callback_id)
+    assert marker.generation is not None
+    generation = buffers.BufferRef(owner.tenant_id, callback.callback_id, marker.generation)
+    real_put = buffers.put_items
+    started: list[str] = []
+
+    def put_then_flush_starts(ref: Any, items: Any) -> None:
+        real_put(ref, items)
+        if ref == generation and not started:
+            started.append(ref.generation)
+            buffers.start(ref, time.time())  # the flush begins right after our write
+
+    monkeypatch.setattr(buffers, "put_items", put_then_flush_starts)
+    second = publish(client, owner, "SMS_OPT_IN", {"riid": 2})["event_id"]
+    assert started == [marker.generation]
+    after = buffers.read_marker(owner.tenant_id, callback.callback_id)
+    assert after.generation not in (None, marker.generation)
+    worker.run_until_idle()
+    assert receiver.event_ids() == Counter({first: 1, second: 1})
+
+
+def test_events_buffered_while_flushes_run_all_arrive(
+    client, make_tenant, worker, httpserver, monkeypatch
+):
+    """Writers in several threads and a worker flushing at the same time, with a short window:
+    generations open and close under the writers, and every event arrives."""
+    from chalicelib.delivery import notification as family
+    from chalicelib.domain.ids import new_id
+    from chalicelib.domain.notification import event_object
+    from chalicelib.storage import notification as store
+    from chalicelib.storage import notification_buffer as buffers
+
+    monkeypatch.setenv("RINGBACK_BATCH_WINDOW", "0.2")
+    owner = make_tenant()
+    receiver = Receiver(httpserver)
+    create_callback(client, owner, receiver.url, batchSize=7)
+    callback = store.get_callback(owner.tenant_id, "cb")
+    assert callback is not None
+    ids: list[str] = []
+    lock = threading.Lock()
+    writing = threading.Event()
+    writing.set()
+
+    def write(thread: int) -> None:
+        for i in range(25):
+            event_id = new_id()
+            body = buffers.encode_event(event_object(event_id, "EMAIL_CLICKED", {"riid": i}))
+            item = buffers.Buffered(
+                buffers.item_key(int(time.time() * 1000), event_id), event_id, body
+            )
+            if thread % 2:
+                family._remember((owner.tenant_id, callback.callback_id), None)  # another Lambda
+            family.buffer_items(owner.tenant_id, callback.callback_id, "cb", [item])
+            with lock:
+                ids.append(event_id)
+
+    def flush_meanwhile() -> None:
+        while writing.is_set():
+            worker.poll()
+
+    flusher = threading.Thread(target=flush_meanwhile)
+    flusher.start()
+    writers = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    writing.clear()
+    flusher.join()
+    worker.run_until_idle(timeout=60)
+    delivered = receiver.event_ids()
+    assert set(delivered) == set(ids) and len(ids) == 100
+    assert all(len(batch) <= 7 for batch in receiver.batches)
+
+
+def test_a_batch_stored_before_compression_is_still_sent(client, make_tenant, fast, httpserver):
+    """Deliveries made before batch bodies were compressed hold the body plain; they are still
+    sent byte for byte, while new ones store it compressed."""
+    from chalicelib.delivery import ingest
+    from chalicelib.delivery.registry import Target
+    from chalicelib.storage import deliveries
+    from chalicelib.storage import notification as store
+
+    owner = make_tenant()
+    receiver = Receiver(httpserver)
+    create_callback(client, owner, receiver.url)
+    subscribe(client, owner, "all", "cb", ["PUSH_OPT_OUT"])
+    callback = store.get_callback(owner.tenant_id, "cb")
+    assert callback is not None
+    plain = '[{"eventId":"before","eventType":"PUSH_OPT_OUT"}]'
+    ingest.deliver_direct(
+        delivery_id="plain-body-batch",
+        tenant_id=owner.tenant_id,
+        event_id="before",
+        target=Target("notification", "cb", callback.url),
+        content={"callback_id": callback.callback_id, "callback_name": "cb", "body": plain},
+    )
+    event = publish(client, owner, "PUSH_OPT_OUT", {"riid": 5})
+    fast.run_until_idle()
+    assert plain.encode() in [r["body"] for r in receiver.requests]
+    assert receiver.event_ids() == Counter({"before": 1, event["event_id"]: 1})
+    stored = [d for d in all_deliveries(owner.tenant_id) if d.delivery_id != "plain-body-batch"]
+    assert [sorted(json.loads(d.content)) for d in stored] == [
+        ["body_z", "callback_id", "callback_name"]
+    ]
+    assert deliveries.get("plain-body-batch").status == "delivered"
+
+
+def test_events_buffered_before_generations_are_still_delivered(
+    client, make_tenant, fast, httpserver
+):
+    """A flush message from before generations empties the callback's old partition."""
+    from chalicelib.delivery import notification as family
+    from chalicelib.delivery import queue
+    from chalicelib.storage import notification as store
+    from chalicelib.storage import notification_buffer as buffers
+
+    owner = make_tenant()
+    receiver = Receiver(httpserver)
+    create_callback(client, owner, receiver.url, batchSize=2)
+    callback = store.get_callback(owner.tenant_id, "cb")
+    assert callback is not None
+    old = buffers.BufferRef(owner.tenant_id, callback.callback_id)
+    items = [
+        buffers.Buffered(
+            buffers.item_key(1000 + i, f"old{i}"),
+            f"old{i}",
+            buffers.encode_event({"eventId": f"old{i}", "eventType": "EMAIL_BOUNCED"}),
+        )
+        for i in range(3)
+    ]
+    buffers.put_items(old, items)
+    message = family.flush_message(owner.tenant_id, callback.callback_id, "cb", "")
+    del message["generation"]
+    queue.send_now([message])
+    fast.run_until_idle()
+    assert receiver.event_ids() == Counter({"old0": 1, "old1": 1, "old2": 1})
+    assert buffers.oldest(old, None, 10) == []
 
 
 def test_a_dead_lettered_flush_comes_back(client, make_tenant, fast, httpserver, monkeypatch):

@@ -2,65 +2,81 @@
 
 An event whose type is in the event list is not fanned out one delivery per target. ``buffer``
 stores it once per subscribed callback, and a ``notification-flush`` work message, due at the
-end of a short window (``RINGBACK_BATCH_WINDOW`` seconds, default 5), cuts the buffer into
+end of a short window (``RINGBACK_BATCH_WINDOW`` seconds, default 5), cuts the buffered events into
 batches of at most ``batchSize`` events. Each batch is ONE engine delivery (``deliver_direct``),
 so retries, the backup url after 3 failed attempts, signatures, the attempts log, dead letters
 and replay are the engine's, unchanged. ``prepare`` renders the batch as a JSON array of event
 objects with ``Authorization: Basic`` from the stored (decrypted) credentials.
 
-Buffering one event for one callback (``NotificationFamily.buffer`` -> ``buffer_items``):
+Buffering one event for one callback (``NotificationFamily.buffer`` -> ``buffer_items``). The
+buffer is cut into **generations** (``chalicelib/storage/notification_buffer.py``): each has
+its own partition and its own flush message; new events go to the callback's current one
+until its flush starts.
 
-  B1. put the buffer item ``(tenant#callback_id, <arrival ms>#<event id>)``;
-  B2. read the callback's flush marker (``flush_at``, the due time of the latest flush sent;
-      a due time this process itself sent or read before serves as well);
-  B3. if no flush is due later than now + 0.2 s, send a flush message due at now + window,
-  B4. then move the marker to it (conditioned on the value read in B2).
+  B1. find the current generation: the one this process last wrote into, or the marker
+      row's unless the marker says its flush started (read again once the known one's flush
+      is due: the marker may name a newer one);
+  B2. put the item into that generation, then read the generation's state row (consistently):
+      no ``started_at`` means its flush has not begun, and since the flush marks itself
+      started before it reads anything, its reads will see the item. Done. A generation
+      whose flush is late (a backlog) keeps taking events until the flush really starts, so
+      a late flush sends fuller batches, not more of them;
+  B3. if it had started (the item is deleted from it again, so a flush that did not read it
+      yet will not send it twice), try the marker's generation if that is another one; with
+      none left, start a new generation: put the item into it, send its flush message due at
+      now + window, and move the marker to it (conditioned on the marker read; if another
+      writer moved it first, both generations are flushed, each by its own message).
 
 Why nothing is lost wherever the worker (API Lambda) dies:
 
-- before B1 completes: nothing was stored, and ``POST /events`` had not answered 202, so the
-  publisher retries (with its Idempotency-Key the repeat resumes the same event id).
-- between B1 and B3: the item is stored but no flush may cover it. Same as above: no 202 yet,
-  the retry runs B1-B4 again (the same item key is rewritten or a second copy is stored; the
-  flush drops repeated event ids within a batch). Any later event for the callback also
-  schedules a flush, which takes every item in the buffer, orphans included.
-- between B3 and B4: a flush is on its way but the marker does not say so; the next event sends
-  another one. Two flushes are harmless (below).
-- If B2 shows a flush due after now + 0.2 s (now taken after B1 completed), that flush cannot
-  have started yet (the worker never runs a message before its ``due_at``; the margin covers
-  clock skew between Lambdas), so its Query will see the item written in B1.
+- before B2 or B3 completes: ``POST /events`` had not answered 202, so the publisher retries
+  (with its Idempotency-Key the repeat resumes the same event id) and buffers it again; an
+  item left in a generation that was flushed already is sent twice at worst (every event
+  object carries ``eventId``; the flush drops repeated event ids within a batch).
+- a new generation's flush message is sent only after its first item is stored, so it finds
+  at least that item; a marker that was not moved only means the next writer starts a new
+  generation of its own.
+- nothing in B1-B3 depends on clocks agreeing: the due time only says when to read the
+  marker again; whether a flush has begun is read from DynamoDB.
 
-A flush for one callback (``handle_flush``; its message carries a ``flush_id``, the same on
-every redelivery) repeats, until the buffer is empty or a budget (``FLUSH_MAX_BATCHES``) is
-spent:
+A flush of one generation (``handle_flush``; its message carries the generation and a
+``flush_id``, the same on every redelivery) repeats, until the generation is exhausted or a
+budget (``FLUSH_MAX_BATCHES``) is spent:
 
-  F1. read the state row; if a batch is pending and this flush cut it, resume it (F3 with its
-      item keys); if another flush cut it, stop: that flush is working, or its message will
-      come back (SQS redelivery, or the dead-letter handler re-sending it with the same id);
-  F2. else Query the oldest items (at most ``batchSize``, at most ``MAX_BATCH_BYTES`` of JSON),
-      derive the delivery id from their keys, and record it as the pending batch with this
-      flush as owner (conditional: only one batch may be pending);
-  F3. ``deliver_direct`` the batch: a conditional put of the delivery, then its first work
+  F1. mark the generation started (from now on writers go elsewhere) and read its state
+      row, in one write; nothing is ever added behind the flush after that. Then mark the
+      marker closed if it still names this generation (the next event opens a new one
+      without trying this one first: a hint, like the due time);
+  F2. if a batch is pending and this flush cut it, resume it (F3 with its item keys); if
+      another flush cut it, stop: that flush is working, or its message will come back (SQS
+      redelivery, or the dead-letter handler re-sending it with the same id);
+  F3. else Query the oldest items after the cursor (at most ``batchSize``, at most
+      ``MAX_BATCH_BYTES`` of JSON), derive the delivery id from their keys, and record it as
+      the pending batch with this flush as owner (conditional: only one batch may be pending,
+      and only from the cursor read);
+  F4. ``deliver_direct`` the batch: a conditional put of the delivery, then its first work
       message (a repeat finds the delivery and only re-sends the message);
-  F4. delete the batch's items from the buffer;
-  F5. clear the pending batch (conditioned on it being this one);
-  then, if items remain after the budget, send the next flush at once.
+  F5. move the cursor past the batch and clear the pending batch, in one write (conditioned
+      on it being this one); the items stay until their TTL, never deleted one by one;
+  then, if items remain after the budget, send the next flush of the generation at once.
 
 Why a redelivered flush cannot lose or duplicate a batch:
 
-- dies after F2, or in F3/F4/F5: the message comes back (SQS redelivery, or the dead-letter
-  handler sends it again a minute later with the same ``flush_id``); F1 finds its own pending
-  batch and redoes F3-F5 with the same delivery id, so the delivery is found, not created
-  twice, and its items, deleted only once the delivery exists, are never cut into another one.
-- the pending batch is recorded BEFORE the delivery is created because "the oldest items" is
-  not a stable set: an event stored by a Lambda whose clock is behind can sort before items
-  already taken. Without the record a repeat could cut a different batch and send some items
-  twice (a test injects exactly that).
+- dies after F3, or in F4/F5: the message comes back (SQS redelivery, or the dead-letter
+  handler sends it again a minute later with the same ``flush_id``); F2 finds its own pending
+  batch and redoes F4-F5 with the same delivery id and the recorded item keys, so the
+  delivery is found, not created twice, and the cursor only moves once the delivery exists.
+- the pending batch is recorded as its item keys BEFORE the delivery is created, so a repeat
+  sends exactly those items: a writer that found the generation started after its write may
+  have left its item (then deleted again) inside the batch's key range meanwhile.
 - dies after F5, before the next query or the next flush message: the message comes back and
-  carries on from the items that remain.
-- a flush that stops at F1 because another one owns the pending batch loses nothing: the
-  owner clears the batch after our check and then queries the buffer again, so it sees every
-  item stored before our due time; if the owner died, its own message resumes.
+  carries on from the cursor.
+- a flush that stops at F2 because another one owns the pending batch loses nothing: the
+  owner carries on from the cursor after it; if the owner died, its own message resumes.
+
+A flush message without a generation (sent before generations existed) empties the callback's
+old partition the old way: the same steps, but each batch's items are deleted in F5 and the
+next batch is the oldest items left.
 
 A callback deleted (or re-created under the same name) after events were buffered for it still
 gets its batches cut: ``prepare`` answers ``Skip`` and the deliveries end ``skipped`` where the
@@ -79,7 +95,9 @@ import logging
 import os
 import threading
 import time
+import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.delivery import ingest, queue, registry
@@ -89,6 +107,7 @@ from chalicelib.domain import notification as rules
 from chalicelib.domain.ids import new_id
 from chalicelib.storage import deliveries
 from chalicelib.storage import notification as store
+from chalicelib.storage import notification_buffer as buffers
 from chalicelib.storage.deliveries import DeliveryModel
 
 log = logging.getLogger("ringback.notification")
@@ -99,7 +118,6 @@ DEFAULT_WINDOW = 5.0
 MAX_WINDOW = 900.0  # SQS DelaySeconds limit
 MAX_BATCH_BYTES = 300_000  # a delivery record (content + attempts log) must stay under 400 KB
 FLUSH_MAX_BATCHES = 25  # per flush message; the rest continues in the next one at once
-NOT_STARTED_MARGIN = 0.2  # a flush due later than now + this has certainly not started
 DEAD_LETTER_RETRY = 60.0
 
 
@@ -113,13 +131,17 @@ def batch_window() -> float:
     return min(max(value, 0.0), MAX_WINDOW)
 
 
-def flush_message(tenant_id: str, callback_id: str, callback_name: str) -> dict[str, Any]:
-    """``flush_id`` names this flush: the same on every redelivery of the message."""
+def flush_message(
+    tenant_id: str, callback_id: str, callback_name: str, generation: str
+) -> dict[str, Any]:
+    """``flush_id`` names this flush: the same on every redelivery of the message. A message
+    without ``generation`` (sent before generations) empties the callback's old partition."""
     return {
         "kind": FLUSH_KIND,
         "tenant_id": tenant_id,
         "callback_id": callback_id,
         "callback_name": callback_name,
+        "generation": generation,
         "flush_id": new_id(),
     }
 
@@ -149,73 +171,92 @@ def subscribed_callbacks(event: PublishedEvent) -> dict[str, str]:
     return found
 
 
-_known_flushes: dict[tuple[str, str], float] = {}
+@dataclass(frozen=True)
+class _Known:
+    """A generation this process wrote into (or read from the marker), and when to look at the
+    marker again: once its flush is due, the marker may already name the next generation."""
+
+    generation: str
+    look_again_at: float
+
+
+_known: dict[tuple[str, str], _Known] = {}
 _known_lock = threading.Lock()
 _KNOWN_LIMIT = 10_000
+MARKER_REREAD = 1.0  # seconds between marker reads while a due generation is still open
 
 
-def _remember(key: tuple[str, str], due_at: float) -> None:
+def _remember(key: tuple[str, str], known: _Known | None) -> None:
     with _known_lock:
-        if len(_known_flushes) >= _KNOWN_LIMIT:
-            _known_flushes.clear()
-        _known_flushes[key] = max(due_at, _known_flushes.get(key, 0.0))
+        if known is None:
+            _known.pop(key, None)
+            return
+        if len(_known) >= _KNOWN_LIMIT:
+            _known.clear()
+        _known[key] = known
 
 
-def _not_started(due_at: float | None, now: float) -> bool:
-    return due_at is not None and due_at > now + NOT_STARTED_MARGIN
-
-
-def ensure_flush(tenant_id: str, callback_id: str, callback_name: str) -> None:
-    """Steps B2-B4: make sure a flush that has not started yet will look at the buffer.
-
-    Call it after the item is stored. A due time this process already knows of (it sent that
-    flush, or read it from the marker) saves the marker read during a burst: it is the due time
-    of a flush that was really sent, so the same reasoning holds.
-    """
-    key = (tenant_id, callback_id)
-    now = time.time()
-    with _known_lock:
-        known = _known_flushes.get(key)
-    if _not_started(known, now):
-        return
-    state = store.buffer_state(tenant_id, callback_id)
-    seen = float(state.flush_at) if state is not None and state.flush_at is not None else None
-    if seen is not None and _not_started(seen, now):
-        _remember(key, seen)
-        return
-    due_at = now + batch_window()
-    queue.send_at(
-        flush_message(tenant_id, callback_id, callback_name),
-        due_at,
-        f"flush.{callback_id}.{int(due_at * 1000)}",
-    )
-    store.mark_flush(tenant_id, callback_id, due_at, seen)
-    _remember(key, due_at)
+def _from_marker(tenant_id: str, callback_id: str) -> tuple[_Known | None, str | None]:
+    """The marker's generation if its flush has not started (as far as the marker knows), and
+    the marker's generation as read (for the conditional move)."""
+    marker = buffers.read_marker(tenant_id, callback_id)
+    if not marker.generation or marker.closed:
+        return None, marker.generation
+    due = marker.flush_at if marker.flush_at is not None else 0.0
+    return _Known(marker.generation, max(due, time.time() + MARKER_REREAD)), marker.generation
 
 
 def buffer_items(
-    tenant_id: str, callback_id: str, callback_name: str, items: Sequence[store.Buffered]
+    tenant_id: str, callback_id: str, callback_name: str, items: Sequence[buffers.Buffered]
 ) -> None:
-    """Store ``items`` for one callback and make sure a flush is coming (bulk loads use this)."""
-    if len(items) == 1:
-        store.put_buffered(tenant_id, callback_id, items[0])
+    """Steps B1-B3: store ``items`` for one callback where a flush that has not started will
+    read them (``POST /events`` stores one; bulk loads many)."""
+    key = (tenant_id, callback_id)
+    with _known_lock:
+        known = _known.get(key)
+    if known is None or known.look_again_at <= time.time():
+        known, seen = _from_marker(tenant_id, callback_id)
     else:
-        store.put_buffered_many(tenant_id, callback_id, items)
-    ensure_flush(tenant_id, callback_id, callback_name)
+        seen = known.generation
+    tried: list[str] = []
+    while known is not None and known.generation not in tried and len(tried) < 3:
+        ref = buffers.BufferRef(tenant_id, callback_id, known.generation)
+        buffers.put_items(ref, items)
+        if not buffers.has_started(ref):
+            _remember(key, known)
+            return
+        # its flush started before our write was seen: the flush may or may not read it; the
+        # next generation takes the events for certain (and this copy is dropped again)
+        tried.append(known.generation)
+        _remember(key, None)
+        buffers.delete_items(ref, [item.item_key for item in items])
+        known, seen = _from_marker(tenant_id, callback_id)
+    generation = new_id()
+    flush_at = time.time() + batch_window()
+    buffers.put_items(buffers.BufferRef(tenant_id, callback_id, generation), items)
+    queue.send_at(
+        flush_message(tenant_id, callback_id, callback_name, generation),
+        flush_at,
+        f"flush.{callback_id}.{generation}",
+    )
+    if buffers.move_marker(tenant_id, callback_id, generation, flush_at, seen):
+        _remember(key, _Known(generation, flush_at))
+    else:
+        _remember(key, None)  # another writer's generation is the marker's: read it next time
 
 
-def buffered_item(event: PublishedEvent, at_ms: int) -> store.Buffered:
+def buffered_item(event: PublishedEvent, at_ms: int) -> buffers.Buffered:
     obj = rules.event_object(event.event_id, event.event_type, event.payload)
-    return store.Buffered(
-        store.item_key(at_ms, event.event_id), event.event_id, store.encode_event(obj)
+    return buffers.Buffered(
+        buffers.item_key(at_ms, event.event_id), event.event_id, buffers.encode_event(obj)
     )
 
 
 # --- flushing -----------------------------------------------------------------------------
 
 
-def _take(items: Sequence[store.Buffered], limit_bytes: int) -> list[store.Buffered]:
-    taken: list[store.Buffered] = []
+def _take(items: Sequence[buffers.Buffered], limit_bytes: int) -> list[buffers.Buffered]:
+    taken: list[buffers.Buffered] = []
     size = 2
     for item in items:
         size += len(item.body) + 1
@@ -225,10 +266,10 @@ def _take(items: Sequence[store.Buffered], limit_bytes: int) -> list[store.Buffe
     return taken
 
 
-def _unique(items: Sequence[store.Buffered]) -> list[store.Buffered]:
+def _unique(items: Sequence[buffers.Buffered]) -> list[buffers.Buffered]:
     """The batch's items, oldest first, each event id once."""
     seen: set[str] = set()
-    unique: list[store.Buffered] = []
+    unique: list[buffers.Buffered] = []
     for item in items:
         if item.event_id not in seen:
             seen.add(item.event_id)
@@ -236,11 +277,31 @@ def _unique(items: Sequence[store.Buffered]) -> list[store.Buffered]:
     return unique
 
 
-def batch_body(items: Sequence[store.Buffered]) -> str:
+def batch_body(items: Sequence[buffers.Buffered]) -> str:
     """The request body: a JSON array of the stored event objects, byte for byte. Kept as a
     string inside the delivery's content because the content is stored with sorted keys and
     the event object's key order is part of the wire format."""
     return "[" + ",".join(item.body for item in items) + "]"
+
+
+def pack_body(body: str) -> str:
+    """The batch body as the delivery stores it: zlib, then base64 (``body_z``).
+
+    Every write of a delivery bills its whole item (the create, each attempt's claim and its
+    record), so a 200-event batch stored as plain JSON (about 60 KB) cost about 60 write units
+    three times over on a first-try success. Event objects of one callback compress about
+    7 to 9 times (their field names and most values repeat); the event ids inside them
+    already name the batch's events, so no separate list is kept."""
+    return base64.b64encode(zlib.compress(body.encode("utf-8"), 6)).decode("ascii")
+
+
+def unpack_body(content: dict[str, Any]) -> bytes:
+    """The request body of a batch delivery; deliveries made before ``pack_body`` hold it
+    plain, under ``body``."""
+    packed = content.get("body_z")
+    if isinstance(packed, str):
+        return zlib.decompress(base64.b64decode(packed))
+    return str(content.get("body", "[]")).encode("utf-8")
 
 
 class _Busy:
@@ -251,25 +312,29 @@ BUSY = _Busy()
 
 
 def _cut_batch(
-    tenant_id: str, callback_id: str, batch_size: int, flush_id: str
-) -> tuple[str, list[str], list[store.Buffered]] | _Busy | None:
-    """F1/F2: our pending batch, or a new one claimed as pending; BUSY when another flush owns
-    the pending batch; None when nothing is left."""
+    ref: buffers.BufferRef, state: buffers.State | None, batch_size: int, flush_id: str
+) -> tuple[str, list[str], list[buffers.Buffered]] | _Busy | None:
+    """F2/F3: our pending batch, or a new one claimed as pending; BUSY when another flush owns
+    the pending batch; None when nothing is left. ``state`` is the state row as this flush
+    last knew it (None: read it)."""
     for _ in range(3):
-        state = store.buffer_state(tenant_id, callback_id)
-        if state is not None and state.pending_delivery:
+        if state is None:
+            state = buffers.read_state(ref)
+        if state.pending_delivery:
             if state.pending_owner not in (None, flush_id):
                 return BUSY
-            keys = list(state.pending_items or [])
-            return state.pending_delivery, keys, store.get_buffered(tenant_id, callback_id, keys)
-        items = _take(store.oldest(tenant_id, callback_id, batch_size), MAX_BATCH_BYTES)
+            keys = list(state.pending_items)
+            return state.pending_delivery, keys, buffers.get_buffered(ref, keys)
+        found = buffers.oldest(ref, state.cursor, batch_size)
+        items = _take(found, MAX_BATCH_BYTES)
         if not items:
             return None
         keys = [item.item_key for item in items]
-        delivery_id = batch_delivery_id(tenant_id, callback_id, keys)
-        if store.set_pending(tenant_id, callback_id, delivery_id, keys, flush_id):
+        delivery_id = batch_delivery_id(ref.tenant_id, ref.callback_id, keys)
+        if buffers.set_pending(ref, delivery_id, keys, flush_id, state.cursor):
             return delivery_id, keys, items
-    raise RuntimeError(f"buffer {tenant_id}#{callback_id}: pending batch kept changing")
+        state = None  # another run of this flush got there first: look again
+    raise RuntimeError(f"buffer {ref.key}: pending batch kept changing")
 
 
 def _deliver(
@@ -278,10 +343,10 @@ def _deliver(
     callback_name: str,
     shown_target: str,
     delivery_id: str,
-    items: Sequence[store.Buffered],
+    items: Sequence[buffers.Buffered],
     limits: dict[str, Any] | None = None,
 ) -> None:
-    """F3: the batch's delivery (created once) and its first work message."""
+    """F4: the batch's delivery (created once) and its first work message."""
     unique = _unique(items)
     if not unique and deliveries.get(delivery_id) is None:
         return  # nothing was left to send and no delivery was made: nothing to resume
@@ -293,8 +358,7 @@ def _deliver(
         content={
             "callback_id": callback_id,
             "callback_name": callback_name,
-            "event_ids": [item.event_id for item in unique],
-            "body": batch_body(unique),
+            "body_z": pack_body(batch_body(unique)),
             **(limits or {}),
         },
     )
@@ -306,9 +370,13 @@ def limits_content(callback: store.NotificationCallbackModel) -> dict[str, Any]:
     return flow.to_content(flow.Limits(spec.rate_limit, spec.max_in_flight))
 
 
-def flush(tenant_id: str, callback_id: str, callback_name: str, flush_id: str) -> int:
-    """Cut and hand over batches until the buffer is empty or the budget is spent; returns
-    the number of batches. Sends the next flush when items remain."""
+def flush(
+    tenant_id: str, callback_id: str, callback_name: str, flush_id: str, generation: str = ""
+) -> int:
+    """Cut and hand over batches until the generation is empty or the budget is spent;
+    returns the number of batches. Sends the next flush when items remain."""
+    ref = buffers.BufferRef(tenant_id, callback_id, generation)
+    state: buffers.State | None = buffers.start(ref, time.time())
     callback = store.get_callback(tenant_id, callback_name)
     live = callback is not None and callback.callback_id == callback_id
     batch_size = int(callback.batch_size) if callback is not None and live else rules.MAX_BATCH_SIZE
@@ -316,16 +384,19 @@ def flush(tenant_id: str, callback_id: str, callback_name: str, flush_id: str) -
     limits = limits_content(callback) if callback is not None and live else {}
     batches = 0
     while batches < FLUSH_MAX_BATCHES:
-        cut = _cut_batch(tenant_id, callback_id, batch_size, flush_id)
+        cut = _cut_batch(ref, state, batch_size, flush_id)
         if cut is None or isinstance(cut, _Busy):
             return batches
         delivery_id, keys, items = cut
         _deliver(tenant_id, callback_id, callback_name, shown, delivery_id, items, limits)
-        store.remove_buffered(tenant_id, callback_id, keys)
-        store.clear_pending(tenant_id, callback_id, delivery_id)
+        if buffers.finish_batch(ref, delivery_id, keys) and ref.by_cursor:
+            state = buffers.State(cursor=max(keys))  # what our own write left there
+        else:
+            state = None
         batches += 1
-    if store.oldest(tenant_id, callback_id, 1):
-        queue.send_now([flush_message(tenant_id, callback_id, callback_name)])
+    cursor = buffers.read_state(ref).cursor if ref.by_cursor else None
+    if buffers.oldest(ref, cursor, 1):
+        queue.send_now([flush_message(tenant_id, callback_id, callback_name, generation)])
     return batches
 
 
@@ -335,6 +406,7 @@ def handle_flush(message: dict[str, Any]) -> None:
         str(message["callback_id"]),
         str(message["callback_name"]),
         str(message.get("flush_id") or ""),
+        str(message.get("generation") or ""),
     )
 
 
@@ -384,7 +456,7 @@ class NotificationFamily:
         if callback.disabled_reason:
             return Skip(f"the callback is disabled: {callback.disabled_reason}")
         url = callback.backup_url if use_backup and callback.backup_url else callback.url
-        body = str(content.get("body", "[]")).encode("utf-8")
+        body = unpack_body(content)
         headers = {
             "Content-Type": "application/json",
             "Authorization": basic_authorization(callback.user_name, store.password_of(callback)),

@@ -24,19 +24,16 @@ Rules and how DynamoDB holds them (never a read-then-write):
   moves to ``previous_secret_enc`` (signing until ``previous_secret_until``, 24 h) in one
   update conditioned on the ciphertext read, so two concurrent rotations cannot both win.
 
-Buffered events (batching) live in the ``notification_buffer`` table, one partition per
-callback id: items sorted by arrival time, plus one ``#state`` row holding the flush marker and
-the batch being cut (see ``chalicelib/delivery/notification.py`` for why that makes a flush
-safe to crash and repeat).
+Buffered events (batching) live in the ``notification_buffer`` table:
+``chalicelib/storage/notification_buffer.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -59,8 +56,6 @@ from chalicelib.storage.guards import GuardModel, read_guard
 
 _MAX_ATTEMPTS = 50
 SECRET_OVERLAP_SECONDS = 24 * 3600  # after a rotation the previous signing secret signs this long
-STATE_KEY = "#state"  # sorts before every item key (they start with a digit)
-_ITEMS_FROM = "0"
 
 
 class NotificationCallbackModel(Model):
@@ -100,22 +95,6 @@ class NotificationSubscriptionModel(Model):
     version = NumberAttribute(default=1)
     created_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
-
-
-class NotificationBufferModel(Model):
-    """Buffered events of one callback (``item_key`` = arrival ms + event id) and its state row."""
-
-    Meta = make_meta("notification_buffer")
-
-    buffer_key = UnicodeAttribute(hash_key=True)  # "<tenant>#<callback id>"
-    item_key = UnicodeAttribute(range_key=True)  # "<epoch ms, 15 digits>#<event id>" | "#state"
-    event_id = UnicodeAttribute(null=True)
-    body = UnicodeAttribute(null=True)  # the event object, JSON
-    # state row only
-    flush_at = NumberAttribute(null=True)  # due time of the latest flush message sent
-    pending_delivery = UnicodeAttribute(null=True)  # the batch being cut, until its items go
-    pending_items: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, null=True)  # type: ignore[arg-type]
-    pending_owner = UnicodeAttribute(null=True)  # the flush (its flush_id) that cut it
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -599,134 +578,3 @@ def delete_subscription(tenant_id: str, name: str) -> None:
             return
         _backoff(attempt)
     raise Contended(name)
-
-
-# --- the buffer ---------------------------------------------------------------------------
-
-
-def buffer_key(tenant_id: str, callback_id: str) -> str:
-    return f"{tenant_id}#{callback_id}"
-
-
-def item_key(at_ms: int, event_id: str) -> str:
-    return f"{at_ms:015d}#{event_id}"
-
-
-@dataclass(frozen=True)
-class Buffered:
-    item_key: str
-    event_id: str
-    body: str  # the event object, JSON
-
-
-def put_buffered(tenant_id: str, callback_id: str, item: Buffered) -> None:
-    NotificationBufferModel(
-        buffer_key(tenant_id, callback_id), item.item_key, event_id=item.event_id, body=item.body
-    ).save()
-
-
-def put_buffered_many(tenant_id: str, callback_id: str, items: Sequence[Buffered]) -> None:
-    """Batch writes (25 a call): for bulk loads in tests and benchmarks."""
-    key = buffer_key(tenant_id, callback_id)
-    with NotificationBufferModel.batch_write() as batch:
-        for item in items:
-            batch.save(
-                NotificationBufferModel(key, item.item_key, event_id=item.event_id, body=item.body)
-            )
-
-
-def _as_buffered(row: NotificationBufferModel) -> Buffered:
-    return Buffered(row.item_key, row.event_id or "", row.body or "null")
-
-
-def oldest(tenant_id: str, callback_id: str, limit: int) -> list[Buffered]:
-    rows = NotificationBufferModel.query(
-        buffer_key(tenant_id, callback_id),
-        range_key_condition=NotificationBufferModel.item_key >= _ITEMS_FROM,
-        consistent_read=True,
-        limit=limit,
-        page_size=limit,
-    )
-    return [_as_buffered(row) for row in rows]
-
-
-def get_buffered(tenant_id: str, callback_id: str, keys: Sequence[str]) -> list[Buffered]:
-    """The given items that are still buffered, in key order."""
-    key = buffer_key(tenant_id, callback_id)
-    found: dict[str, Buffered] = {}
-    for start in range(0, len(keys), 100):
-        for row in NotificationBufferModel.batch_get([(key, k) for k in keys[start : start + 100]]):
-            found[row.item_key] = _as_buffered(row)
-    return [found[k] for k in sorted(found)]
-
-
-def remove_buffered(tenant_id: str, callback_id: str, keys: Sequence[str]) -> None:
-    key = buffer_key(tenant_id, callback_id)
-    with NotificationBufferModel.batch_write() as batch:
-        for k in keys:
-            batch.delete(NotificationBufferModel(key, k))
-
-
-def buffer_state(tenant_id: str, callback_id: str) -> NotificationBufferModel | None:
-    try:
-        return NotificationBufferModel.get(
-            buffer_key(tenant_id, callback_id), STATE_KEY, consistent_read=True
-        )
-    except DoesNotExist:
-        return None
-
-
-def _conditional_update(row: NotificationBufferModel, actions: list[Any], condition: Any) -> bool:
-    try:
-        row.update(actions=actions, condition=condition)
-    except UpdateError as exc:
-        if exc.cause_response_code == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
-
-
-def mark_flush(tenant_id: str, callback_id: str, flush_at: float, seen: float | None) -> bool:
-    """Record that a flush due at ``flush_at`` was sent, unless another writer moved the marker
-    since we read ``seen`` (then theirs stands; both flushes are harmless)."""
-    condition = (
-        NotificationBufferModel.flush_at.does_not_exist()
-        if seen is None
-        else NotificationBufferModel.flush_at == seen
-    )
-    row = NotificationBufferModel(buffer_key(tenant_id, callback_id), STATE_KEY)
-    return _conditional_update(row, [NotificationBufferModel.flush_at.set(flush_at)], condition)
-
-
-def set_pending(
-    tenant_id: str, callback_id: str, delivery_id: str, keys: Sequence[str], owner: str
-) -> bool:
-    """Claim the next batch for flush ``owner``: False when a batch is already pending."""
-    row = NotificationBufferModel(buffer_key(tenant_id, callback_id), STATE_KEY)
-    return _conditional_update(
-        row,
-        [
-            NotificationBufferModel.pending_delivery.set(delivery_id),
-            NotificationBufferModel.pending_items.set(list(keys)),
-            NotificationBufferModel.pending_owner.set(owner),
-        ],
-        NotificationBufferModel.pending_delivery.does_not_exist(),
-    )
-
-
-def clear_pending(tenant_id: str, callback_id: str, delivery_id: str) -> bool:
-    """The batch's items are gone from the buffer: the next batch may be cut."""
-    row = NotificationBufferModel(buffer_key(tenant_id, callback_id), STATE_KEY)
-    return _conditional_update(
-        row,
-        [
-            NotificationBufferModel.pending_delivery.remove(),
-            NotificationBufferModel.pending_items.remove(),
-            NotificationBufferModel.pending_owner.remove(),
-        ],
-        NotificationBufferModel.pending_delivery == delivery_id,
-    )
-
-
-def encode_event(event_object: dict[str, Any]) -> str:
-    return json.dumps(event_object, separators=(",", ":"))

@@ -11,10 +11,10 @@ from chalicelib.storage.deliveries import DeliveryModel, EventModel
 from chalicelib.storage.due import DueItemModel
 from chalicelib.storage.guards import GuardModel
 from chalicelib.storage.notification import (
-    NotificationBufferModel,
     NotificationCallbackModel,
     NotificationSubscriptionModel,
 )
+from chalicelib.storage.notification_buffer import NotificationBufferModel
 from chalicelib.storage.portal import PortalTokenModel
 from chalicelib.storage.quotas import QuotaModel
 from chalicelib.storage.scheduled import ScheduledCallbackModel
@@ -39,9 +39,17 @@ ALL_MODELS: list[type[Model]] = [
 
 TTL_ATTRIBUTES: dict[str, str] = {
     model.Meta.table_name: "expires_at"
-    for model in (GuardModel, EventModel, DeliveryModel, ScheduledCallbackModel, PortalTokenModel)
+    for model in (
+        GuardModel,
+        EventModel,
+        DeliveryModel,
+        ScheduledCallbackModel,
+        PortalTokenModel,
+        NotificationBufferModel,
+    )
 }
 """Tables whose items DynamoDB deletes once ``expires_at`` (epoch seconds) has passed: guards
-(idempotency keys, fan-out chunks), portal links and sessions, and, after the stage's retention
+(idempotency keys, fan-out chunks), portal links and sessions, buffered notification events
+(a flush moves past them instead of deleting each), and, after the stage's retention
 period (``RINGBACK_RETENTION_DAYS``), events, deliveries with their attempts and finished
 scheduled callbacks. The embedded AWS never deletes them; readers treat expired items as gone."""
