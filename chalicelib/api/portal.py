@@ -335,8 +335,8 @@ def create_scheduled() -> Response:
         raise quota_refusal(exc) from exc
     try:
         scheduler.hand_over(created.outbox)
-    except Exception:  # stored durably: the sweeper hands it over instead
-        log.exception("callback %s: first firing left to the sweeper", created.record.callback_id)
+    except Exception:  # stored durably (the sweeper) or watched (the reconciler)
+        log.exception("callback %s: first firing not handed over", created.record.callback_id)
     view = scheduled_api.callback_view(created.record)
     view["signing_secret"] = created.signing_secret  # shown once
     return Response(body=view, status_code=201)

@@ -105,7 +105,7 @@ from chalicelib.delivery.registry import HttpOutbound, Outbound, PublishedEvent,
 from chalicelib.domain import flow
 from chalicelib.domain import notification as rules
 from chalicelib.domain.ids import new_id
-from chalicelib.storage import deliveries
+from chalicelib.storage import deliveries, read_cache
 from chalicelib.storage import notification as store
 from chalicelib.storage import notification_buffer as buffers
 from chalicelib.storage.deliveries import DeliveryModel
@@ -163,7 +163,11 @@ def subscribed_callbacks(event: PublishedEvent) -> dict[str, str]:
     campaign = event.payload.get("campaignName")
     campaign_name = campaign if isinstance(campaign, str) else None
     found: dict[str, str] = {}
-    for sub in store.list_subscriptions(event.tenant_id):
+    subscriptions = read_cache.once(  # once per request, however many events it carries
+        ("notification", event.tenant_id),
+        lambda: list(store.list_subscriptions(event.tenant_id)),
+    )
+    for sub in subscriptions:
         if rules.subscription_matches(
             store.subscription_spec(sub), event.event_type, campaign_name
         ):

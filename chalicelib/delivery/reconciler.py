@@ -12,8 +12,9 @@ or was consumed without effect, for example:
   or a firing whose delivery finished without the callback hearing of it.
 
 Outboxes left behind by publish requests are Queried the same way (by the hour they were
-written), and only those: a request that finished removed its own. Deliveries being retried and
-live scheduled callbacks carry, in a sparse index of their own
+written), and only those: a request that finished removed its own. Deliveries being retried (or
+created outside a publish) and live scheduled callbacks (from their first firing's hand-over, or
+its start when it was handed to the due-items table) carry, in a sparse index of their own
 (``by_open`` on each table), the moment their next step is due, bucketed by hour and shard.
 A reconcile Queries the buckets from its cursor up to now minus a grace period
 (``RINGBACK_RECONCILE_GRACE_SECONDS``) and reads only what is overdue by more than that: the

@@ -226,6 +226,7 @@ def _write_firing_delivery(record: store.ScheduledCallbackModel, firing: int) ->
                 },
             ),
             fmt(_now()),
+            event_index=False,  # its event_id is the callback's: no event record lists it
         )
     )
     return delivery_id
