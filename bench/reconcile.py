@@ -2,8 +2,11 @@
 few stuck ones (issue 12: at most 2x the stuck items for 100,000 final and 10 stuck).
 
 Final deliveries carry no ``open_bucket``, so they are not in the reconciler's sparse index at
-all; stuck ones (pending, their message lost) are. The figure counted is index entries plus
-records read by one reconcile, run as if a grace period later. A second reconcile right after
+all. The stuck ones are of both kinds the reconciler finds: half are being retried and their
+next message was lost (in the ``by_open`` index), half were written by publish requests whose SQS
+send then failed (each request's outbox item is left; the worst case, one request per delivery).
+The figure counted is index entries and outboxes plus records read by one reconcile, run as if
+a grace period later. A second reconcile right after
 shows the re-arm: nothing is read again until another grace period has passed.
 """
 
@@ -22,7 +25,7 @@ def bench(final: int, stuck: int) -> dict[str, object]:
     from chalicelib.delivery import reconciler
     from chalicelib.domain.retry import Status
     from chalicelib.domain.timeutil import fmt, utcnow
-    from chalicelib.storage import deliveries
+    from chalicelib.storage import deliveries, outbox
     from chalicelib.storage.deliveries import DeliveryModel, NewDelivery
 
     now = fmt(utcnow())
@@ -51,8 +54,15 @@ def bench(final: int, stuck: int) -> dict[str, object]:
             batch.save(record)
             if (i + 1) % 20000 == 0:
                 print(f"  {i + 1} final written, {time.time() - started:.0f} s", flush=True)
-        for i in range(stuck):  # written by a fan-out whose SQS send then failed
-            batch.save(new(final + i))
+        for i in range(stuck // 2):  # being retried; the next attempt's message was lost
+            record = new(final + i)
+            record.status, record.attempt_count = Status.RETRYING.value, 1
+            batch.save(record)
+    for i in range(stuck // 2, stuck):  # a publish whose SQS send failed: its outbox is left
+        record = new(final + i)
+        record.open_bucket = record.open_due = None
+        outbox.open_outbox([record.delivery_id], time.time())
+        record.save()
     write_s = time.time() - started
     later = time.time() + 3600
     t0 = time.perf_counter()
@@ -65,14 +75,15 @@ def bench(final: int, stuck: int) -> dict[str, object]:
         "write_s": round(write_s, 1),
         "first_reconcile": {
             "queried_buckets": first.queried_buckets,
-            "index_entries_read": first.items_read,
+            "index_entries_and_outboxes_read": first.items_read,
+            "of_which_outboxes": first.outboxes_read,
             "records_read": first.records_read,
             "items_read_total": first.items_read + first.records_read,
             "requeued": first.deliveries_requeued,
             "ms_on_moto": round(first_ms),
         },
         "next_reconcile": {
-            "index_entries_read": again.items_read,
+            "index_entries_and_outboxes_read": again.items_read,
             "records_read": again.records_read,
         },
         "target": f"items_read_total <= {2 * stuck}",
