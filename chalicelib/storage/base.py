@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from pynamodb.connection import Connection
-from pynamodb.exceptions import PutError, TransactWriteError
+from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
@@ -64,6 +65,18 @@ def put_new(record: Model, condition: Any) -> None:
     except PutError as exc:
         if exc.cause_response_code != "ConditionalCheckFailedException":
             raise
+
+
+def update_if(item: Model, actions: Sequence[Any], condition: Any) -> bool:
+    """One conditional UpdateItem: True when it applied, False when its condition did not hold
+    (the state moved on: another worker, request or sweep got there first)."""
+    try:
+        item.update(actions=list(actions), condition=condition)
+    except UpdateError as exc:
+        if exc.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
 
 
 def cancelled_by_condition(exc: TransactWriteError, index: int | None = None) -> bool:

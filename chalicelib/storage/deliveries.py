@@ -30,14 +30,14 @@ from pynamodb.attributes import (
     NumberAttribute,
     UnicodeAttribute,
 )
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.exceptions import DoesNotExist, PutError
 from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
 from chalicelib import settings
 from chalicelib.domain.ids import new_id
 from chalicelib.domain.retry import FINAL, Status
-from chalicelib.storage.base import make_meta
+from chalicelib.storage.base import make_meta, update_if
 
 OPEN_SHARDS = 4
 HOUR_FORMAT = "%Y-%m-%dT%H"
@@ -302,16 +302,6 @@ def get_many(delivery_ids: Iterable[str]) -> dict[str, DeliveryModel]:
     return found
 
 
-def _conditional(record: DeliveryModel, actions: list[Any], condition: Any) -> bool:
-    try:
-        record.update(actions=actions, condition=condition)
-    except UpdateError as exc:
-        if exc.cause_response_code == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
-
-
 def _refreshed(record: DeliveryModel) -> bool:
     """Re-read ``record`` in place (consistently); False when it no longer exists."""
     try:
@@ -337,7 +327,7 @@ def claim(record: DeliveryModel, attempt_no: int, lease_seconds: float) -> str |
         DeliveryModel.lease_token.set(token),
         DeliveryModel.lease_until.set(now + lease_seconds),
     ]
-    if _conditional(record, actions, condition):
+    if update_if(record, actions, condition):
         return token
     if _refreshed(record) and record.lease_token == token:
         return token
@@ -346,7 +336,7 @@ def claim(record: DeliveryModel, attempt_no: int, lease_seconds: float) -> str |
 
 def release(record: DeliveryModel, token: str) -> None:
     """Give a lease back after a crash in our own code, so a redelivery can retry at once."""
-    _conditional(
+    update_if(
         record,
         [DeliveryModel.lease_token.remove(), DeliveryModel.lease_until.remove()],
         DeliveryModel.lease_token == token,
@@ -356,7 +346,7 @@ def release(record: DeliveryModel, token: str) -> None:
 def defer(record: DeliveryModel, token: str, until: float) -> bool:
     """Give the lease back without an attempt (flow control made it wait): the delivery is due
     again at ``until``, so the reconciler leaves it alone until then."""
-    return _conditional(
+    return update_if(
         record,
         [
             DeliveryModel.lease_token.remove(),
@@ -403,7 +393,7 @@ def record_attempt(
         actions.extend(_closed_actions())
     if failure_reason:
         actions.append(DeliveryModel.failure_reason.set(failure_reason))
-    if _conditional(record, actions, DeliveryModel.lease_token == token):
+    if update_if(record, actions, DeliveryModel.lease_token == token):
         return True
     return _recorded_already(record, attempt_no, attempt)
 
@@ -426,7 +416,7 @@ def finish_without_attempt(record: DeliveryModel, status: Status, reason: str, n
 
 def finish_if(record: DeliveryModel, status: Status, reason: str, now: str, condition: Any) -> bool:
     """Move a delivery to a final state when ``condition`` holds (one conditional write)."""
-    return _conditional(
+    return update_if(
         record,
         [
             DeliveryModel.status.set(status.value),
@@ -445,7 +435,7 @@ def finish_if(record: DeliveryModel, status: Status, reason: str, now: str, cond
 def rearm(delivery_id: str, seen_due: float, due: float) -> bool:
     """The reconciler put a stuck delivery back on its way: it is next due at ``due``. Only if
     nothing moved it since it was read (same due time, still unfinished)."""
-    return _conditional(
+    return update_if(
         DeliveryModel(delivery_id),
         _open_actions(delivery_id, due),
         DeliveryModel.status.is_in(*OPEN) & (DeliveryModel.open_due == seen_due),

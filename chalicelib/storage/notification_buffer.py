@@ -39,11 +39,11 @@ from pynamodb.attributes import (
     NumberAttribute,
     UnicodeAttribute,
 )
-from pynamodb.exceptions import DoesNotExist, UpdateError
+from pynamodb.exceptions import DoesNotExist
 from pynamodb.models import Model
 
 from chalicelib import settings
-from chalicelib.storage.base import make_meta
+from chalicelib.storage.base import make_meta, update_if
 
 STATE_KEY = "#state"  # sorts before every item key (they start with a digit)
 _ITEMS_FROM = "0"
@@ -206,16 +206,6 @@ def read_marker(tenant_id: str, callback_id: str) -> Marker:
     )
 
 
-def _conditional_update(row: NotificationBufferModel, actions: list[Any], condition: Any) -> bool:
-    try:
-        row.update(actions=actions, condition=condition)
-    except UpdateError as exc:
-        if exc.cause_response_code == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
-
-
 def move_marker(
     tenant_id: str, callback_id: str, generation: str, flush_at: float, seen: str | None
 ) -> bool:
@@ -227,7 +217,7 @@ def move_marker(
         if seen is None
         else NotificationBufferModel.generation == seen
     )
-    return _conditional_update(
+    return update_if(
         _marker_row(tenant_id, callback_id),
         [
             NotificationBufferModel.generation.set(generation),
@@ -284,7 +274,7 @@ def start(ref: BufferRef, now: float) -> State:
             NotificationBufferModel.expires_at.set(_expiry()),
         ]
     )
-    _conditional_update(
+    update_if(
         _marker_row(ref.tenant_id, ref.callback_id),
         [NotificationBufferModel.closed.set(ref.generation)],
         NotificationBufferModel.generation == ref.generation,
@@ -314,7 +304,7 @@ def set_pending(
         if cursor is None
         else NotificationBufferModel.cursor == cursor
     )
-    return _conditional_update(
+    return update_if(
         NotificationBufferModel(ref.key, STATE_KEY),
         [
             NotificationBufferModel.pending_delivery.set(delivery_id),
@@ -341,6 +331,4 @@ def finish_batch(ref: BufferRef, delivery_id: str, keys: Sequence[str]) -> bool:
         actions.append(NotificationBufferModel.cursor.set(max(keys)))
     else:
         delete_items(ref, keys)
-    return _conditional_update(
-        row, actions, NotificationBufferModel.pending_delivery == delivery_id
-    )
+    return update_if(row, actions, NotificationBufferModel.pending_delivery == delivery_id)

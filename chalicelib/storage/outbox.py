@@ -24,7 +24,6 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
-from pynamodb.exceptions import DeleteError
 from pynamodb.models import Model
 
 from chalicelib.domain.ids import new_id
@@ -74,11 +73,7 @@ def close(items: Sequence[OutboxModel]) -> None:
 
 
 def remove(item: OutboxModel) -> None:
-    try:
-        item.delete()
-    except DeleteError as exc:  # already gone: another reconcile finished it
-        if exc.cause_response_code != "ConditionalCheckFailedException":
-            raise
+    item.delete()  # unconditional: deleting one that another reconcile removed is a no-op
 
 
 def delivery_ids(item: OutboxModel) -> list[str]:

@@ -39,7 +39,7 @@ from pynamodb.models import Model
 from chalicelib.domain import quotas as rules
 from chalicelib.domain.quotas import Limits
 from chalicelib.storage import tenants
-from chalicelib.storage.base import make_meta
+from chalicelib.storage.base import make_meta, update_if
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
@@ -233,16 +233,6 @@ def release_pending(tenant_id: str) -> Release:
 # --------------------------------------------------------------------------- events bucket
 
 
-def _bucket_update(item: QuotaModel, actions: list[Action], condition: Condition) -> bool:
-    try:
-        item.update(actions=actions, condition=condition)
-    except UpdateError as exc:
-        if exc.cause_response_code == _CONDITION_FAILED:
-            return False
-        raise
-    return True
-
-
 _clock = time.time  # seconds; tests replace it
 
 
@@ -295,7 +285,7 @@ def admit_events(tenant_id: str, wanted: int) -> int:
     known = _last_tat.get(tenant_id)
     branches = (refill, take) if known is not None and known < low else (take, refill, take)
     for actions, condition in branches:
-        if _bucket_update(item, actions, condition):
+        if update_if(item, actions, condition):
             if actions is refill[0]:
                 _last_tat[tenant_id] = low + count * bucket.interval
             elif known is not None:
@@ -324,7 +314,7 @@ def _take_what_fits(
         fits = min(count, int((high - seen) // bucket.interval) + 1) if seen <= high else 0
         if fits <= 0:
             return 0
-        if _bucket_update(
+        if update_if(
             item,
             [QuotaModel.tat.set(seen + fits * bucket.interval)],
             (QuotaModel.tat == item.tat) & (QuotaModel.rate == rate),

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
-from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
+from pynamodb.exceptions import DoesNotExist, TransactWriteError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
@@ -45,7 +45,7 @@ from chalicelib import settings
 from chalicelib.domain import scheduled as rules
 from chalicelib.domain.timeutil import fmt, parse_stored
 from chalicelib.storage import due, quotas, scheduled_secrets
-from chalicelib.storage.base import cancelled_by_condition, make_meta, transaction
+from chalicelib.storage.base import cancelled_by_condition, make_meta, transaction, update_if
 from chalicelib.storage.due import DueItemModel
 from chalicelib.storage.guards import GuardModel, read_guard
 
@@ -412,7 +412,7 @@ def _state_actions(
 
 def rearm(tenant_id: str, callback_id: str, seen_due: float, due: float) -> bool:
     """The reconciler handled a callback whose next step was overdue: look again at ``due``."""
-    return _conditional_update(
+    return update_if(
         skeleton(tenant_id, callback_id),
         _open_actions(callback_id, due),
         ScheduledCallbackModel.state.is_in(*rules.LIVE_STATES)
@@ -426,18 +426,6 @@ def open_due_before(bucket: str, until: float) -> Iterator[tuple[str, str, float
         bucket, range_key_condition=ScheduledCallbackModel.open_due <= until
     ):
         yield item.tenant_id, item.callback_id, float(item.open_due)
-
-
-def _conditional_update(
-    record: ScheduledCallbackModel, actions: Sequence[Any], condition: Any
-) -> bool:
-    try:
-        record.update(actions=list(actions), condition=condition)
-    except UpdateError as exc:
-        if exc.cause_response_code == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
 
 
 def _final_update(record: ScheduledCallbackModel, actions: Sequence[Any], condition: Any) -> bool:
@@ -498,7 +486,7 @@ def start_firing(
     condition = (ScheduledCallbackModel.state == SCHEDULED) & (
         ScheduledCallbackModel.fired_count == firing
     )
-    return _conditional_update(record, actions, condition)
+    return update_if(record, actions, condition)
 
 
 def record_outcome(
@@ -518,7 +506,7 @@ def record_outcome(
         ScheduledCallbackModel.last_status_firing.does_not_exist()
         | (ScheduledCallbackModel.last_status_firing < number)
     )
-    return _conditional_update(record, actions, condition)
+    return update_if(record, actions, condition)
 
 
 def skeleton(tenant_id: str, callback_id: str) -> ScheduledCallbackModel:
@@ -555,7 +543,7 @@ def finish_firing(
         ScheduledCallbackModel.fired_count == firing + 1
     )
     if state in rules.LIVE_STATES:  # an immediate repeat: still pending
-        return _conditional_update(record, actions, condition)
+        return update_if(record, actions, condition)
     return _final_update(record, actions, condition)
 
 
