@@ -41,6 +41,7 @@ def create_queues() -> dict[str, str]:
             QueueName=spec.name,
             Attributes={
                 "VisibilityTimeout": str(spec.visibility_timeout),
+                "MessageRetentionPeriod": str(14 * 24 * 3600),  # as infra/generate.py
                 "RedrivePolicy": json.dumps(
                     {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(spec.max_receives)}
                 ),

@@ -41,6 +41,10 @@ POLICY_STAGES = ("dev", "prod")
 REGENERATE_COMMAND = ".venv/bin/python -m infra.generate"
 
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600  # the maximum: a failed delivery stays replayable longest
+QUEUE_RETENTION_SECONDS = 14 * 24 * 3600
+"""The work queue keeps messages the maximum too (SQS's default is 4 days): once its message is
+in SQS, a first attempt has no other record that it is due (no reconciler index entry), and an
+expired message is deleted, not dead-lettered."""
 DEFAULT_KMS_ALIAS = "alias/ringback"  # chalicelib.settings.kms_key_id()'s default
 QUEUE_URL_ENV = {"delivery": "RINGBACK_DELIVERY_QUEUE_URL"}  # queue role -> app setting
 
@@ -274,6 +278,7 @@ def _queue_resources(queue: QueueDef) -> tuple[Json, Json]:
             "Properties": {
                 "QueueName": _named(queue.short_name),
                 "VisibilityTimeout": queue.visibility_timeout,
+                "MessageRetentionPeriod": QUEUE_RETENTION_SECONDS,
                 "RedrivePolicy": {
                     "deadLetterTargetArn": {"Fn::GetAtt": [dlq, "Arn"]},
                     "maxReceiveCount": queue.max_receives,

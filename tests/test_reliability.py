@@ -99,6 +99,44 @@ def _reconcile_later(seconds: float = 3600) -> dict:
 # ----------------------------------------------------------------- 5. fan-out of any size
 
 
+def test_a_batch_mixing_inline_and_chunked_events_delivers_each_target_once(
+    synthetic, aws, worker
+):
+    """One request of events whose target counts straddle the inline limit: the small ones are
+    written inline together, the large one is queued in chunks; each is answered in order, and
+    a key repeated inside the batch answers its first use."""
+    from chalicelib.delivery import fanout, ingest
+
+    counts = [3, fanout.FANOUT_CHUNK + 20, 1]
+
+    def match(event):  # event n matches counts[n] targets (also when a plan matches again)
+        synthetic["count"] = counts[event.payload["n"]]
+        return real_match(event)
+
+    from chalicelib.delivery import registry
+
+    family = registry.family(FAMILY)
+    real_match = family.match
+    family.match = match
+    try:
+        requests = [
+            ingest.EventRequest("e", {"n": 0}, idempotency_key="k"),
+            ingest.EventRequest("e", {"n": 1}),
+            ingest.EventRequest("e", {"n": 2}),
+            ingest.EventRequest("e", {"n": 0}, idempotency_key="k"),
+        ]
+        outcomes = ingest.publish_many("f" * 24, requests, families=[FAMILY])
+        worker.run_until_idle(timeout=120)
+    finally:
+        family.match = real_match
+    assert [o.deliveries for o in outcomes] == [3, fanout.FANOUT_CHUNK + 20, 1, 3]
+    assert outcomes[3].repeated and outcomes[3].event_id == outcomes[0].event_id
+    assert not any(o.repeated for o in outcomes[:3])
+    for outcome, count in zip(outcomes[:3], counts, strict=True):
+        assert _statuses(outcome.event_id) == ["delivered"] * count
+    assert len(synthetic["hits"]) == sum(counts) == len(set(synthetic["hits"]))
+
+
 def test_a_large_fan_out_goes_to_the_queue_in_chunks_and_creates_each_delivery_once(
     synthetic, aws, worker
 ):

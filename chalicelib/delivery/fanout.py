@@ -44,10 +44,12 @@ def delivery_id_for(event_id: str, target: Target) -> str:
 
 
 def write_deliveries(
-    event: PublishedEvent, targets: Sequence[Target], *, first_time: bool, listed: bool = False
+    event: PublishedEvent, targets: Sequence[Target], *, listed: bool = False
 ) -> list[deliveries.DeliveryModel]:
-    """The deliveries of ``targets``: batch-written the first time (their ids are new), else
-    each with a conditional put, so one that has moved on is never reset and sent again.
+    """The deliveries of ``targets``, each with a conditional put, so one that exists already
+    (written by an earlier try, or by a plan whose chunks were numbered over different targets
+    when registrations changed in between) is never reset and sent again. A conditional put
+    bills the same write units as a batch write; only the round trips differ.
 
     No reconciler index entry: the caller's own message (a fan-out chunk that SQS hands out
     again until it is done, or a resumed request's outbox) covers them until they are sent."""
@@ -56,11 +58,8 @@ def write_deliveries(
         deliveries.build(new, now, open_index=False, event_index=not listed)
         for new in new_deliveries(event, targets)
     ]
-    if first_time:
-        deliveries.write_new(records)
-    else:
-        for rec in records:
-            deliveries.write_if_absent(rec)
+    for rec in records:
+        deliveries.write_if_absent(rec)
     return records
 
 
@@ -137,7 +136,7 @@ def handle_fanout(message: dict[str, Any]) -> None:
     """The plan of a large fan-out (match, then queue chunks), or one chunk: write its
     deliveries and send their messages, once per chunk: a guard item per chunk holds a lease
     while it runs and says ``done`` after. A repeat of a finished chunk does nothing; a repeat of
-    one whose worker died redoes it with conditional puts."""
+    one whose worker died redoes it (every delivery is a conditional put)."""
     event_id = str(message["event_id"])
     stored = deliveries.get_event(event_id)
     if stored is None:
@@ -148,13 +147,12 @@ def handle_fanout(message: dict[str, Any]) -> None:
         return
     number = int(message["chunk"])
     key = f"fanout#{event_id}#{number}"
-    first_time = _claim_chunk(key)
-    if first_time is None:
+    if _claim_chunk(key) is None:
         return
     event = _stored_event(stored)
     targets = [Target(str(f), str(i), str(t), dict(c)) for f, i, t, c in message["targets"]]
     try:
-        records = write_deliveries(event, targets, first_time=first_time)
+        records = write_deliveries(event, targets)
         queue.send_now([deliver_message(rec.delivery_id, 1) for rec in records])
     except Exception:
         # Give the lease back so the message's redelivery redoes the chunk at once (with

@@ -46,10 +46,12 @@ def guard_key_for(tenant_id: str, key: str) -> str:
     return f"idem#{tenant_id}#{hashlib.sha256(key.encode()).hexdigest()}"
 
 
-def claim(guard_key: str, event_id: str) -> Claim:
+def claim(guard_key: str, event_id: str, deadline: float | None = None) -> Claim:
     """Own ``guard_key`` for ``event_id``, or learn which event owns it (waiting a little for a
-    live owner to finish)."""
-    deadline = time.monotonic() + WAIT_FOR_OWNER_SECONDS
+    live owner to finish: until ``deadline``, a ``time.monotonic()`` instant that the keys of
+    one request share, so a batch never waits longer than one key would)."""
+    if deadline is None:
+        deadline = time.monotonic() + WAIT_FOR_OWNER_SECONDS
     while True:
         now = time.time()
         guard = GuardModel(

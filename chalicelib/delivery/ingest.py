@@ -47,6 +47,10 @@ from chalicelib.storage.deliveries import EventModel, NewDelivery
 log = logging.getLogger("ringback.ingest")
 
 FANOUT_INLINE_LIMIT = 100
+INLINE_PER_REQUEST = 500
+"""Deliveries one request writes itself, all its events together: past it, an event's fan-out
+goes to the queue like a large one, so a batch of 100 events with 100 targets each still
+answers well inside API Gateway's 29 s."""
 
 __all__ = ["EventRequest", "InProgress", "Published", "publish", "publish_many"]
 
@@ -116,6 +120,7 @@ def publish_many(
     logs.bind(tenant_id=tenant_id)
     repeats: dict[int, int] = {}  # a key used twice in one request: the later one repeats
     first_with_key: dict[str, int] = {}
+    wait_until = time.monotonic() + idempotency.WAIT_FOR_OWNER_SECONDS  # for all keys at once
     with read_cache.request_scope():
         fresh: list[_Accepting] = []
         for index, request in enumerate(requests):
@@ -126,7 +131,7 @@ def publish_many(
             if key is not None:
                 first_with_key[key] = index
             try:
-                accepting = _claimed(tenant_id, index, request, chosen, results)
+                accepting = _claimed(tenant_id, index, request, chosen, results, wait_until)
             except Exception as exc:  # this event only: the others go on
                 results[index] = exc
                 continue
@@ -140,28 +145,32 @@ def publish_many(
                 _settle(accepting, done=False)
         if len(requests) == 1 and fresh:  # one event: the rest of the request logs its id
             logs.bind(event_id=fresh[0].event_id)
-        inline = [a for a in fresh if len(a.targets) <= FANOUT_INLINE_LIMIT]
+        inline: list[_Accepting] = []
+        written = 0
         for accepting in fresh:
-            if len(accepting.targets) > FANOUT_INLINE_LIMIT:
+            targets = len(accepting.targets)
+            if targets <= FANOUT_INLINE_LIMIT and written + targets <= INLINE_PER_REQUEST:
+                inline.append(accepting)
+                written += targets
+            else:
                 results[accepting.index] = _settled(
                     accepting, functools.partial(_large, accepting, chosen)
                 )
         if inline:
             try:
-                for accepting, published in zip(inline, _inline(inline, chosen), strict=True):
-                    results[accepting.index] = published
-                    _settle(accepting, done=True)
+                outcomes = _inline(inline, chosen)
             except Exception as exc:
                 log.exception("%s events not accepted", len(inline))
-                for accepting in inline:
-                    results[accepting.index] = exc
-                    _settle(accepting, done=False)
+                outcomes = [exc] * len(inline)
+            for accepting, outcome in zip(inline, outcomes, strict=True):
+                results[accepting.index] = outcome
+                _settle(accepting, done=isinstance(outcome, Published))
     for index, first in repeats.items():
-        outcome = results[first]
+        earlier = results[first]
         results[index] = (
-            Published(outcome.event_id, outcome.deliveries, repeated=True)
-            if isinstance(outcome, Published)
-            else outcome
+            Published(earlier.event_id, earlier.deliveries, repeated=True)
+            if isinstance(earlier, Published)
+            else earlier
         )
     return [r if r is not None else RuntimeError("not handled") for r in results]
 
@@ -172,6 +181,7 @@ def _claimed(
     request: EventRequest,
     chosen: Sequence[registry.Family],
     results: list[Published | Exception | None],
+    wait_until: float,
 ) -> _Accepting | None:
     """The event with its id, its key claimed; None when ``results`` already has its answer (a
     repeat of a finished key, or an event whose first request died halfway, finished here)."""
@@ -180,7 +190,7 @@ def _claimed(
     guard_key = idempotency.guard_key_for(tenant_id, key) if key else None
     if guard_key is None:
         return _Accepting(index, request, event_id, None)
-    claim = idempotency.claim(guard_key, event_id)
+    claim = idempotency.claim(guard_key, event_id, wait_until)
     if claim.done:
         results[index] = _replayed(claim.event_id)
         return None
@@ -262,12 +272,17 @@ def _record(event: PublishedEvent, targets: Sequence[Target], fanned_out: bool) 
     )
 
 
-def _inline(group: Sequence[_Accepting], chosen: Sequence[registry.Family]) -> list[Published]:
+def _inline(
+    group: Sequence[_Accepting], chosen: Sequence[registry.Family]
+) -> list[Published | Exception]:
     """The events of a request with up to ``FANOUT_INLINE_LIMIT`` targets each, together: one
     outbox, then the deliveries, their messages, the event records (already fanned out: one
-    write each), and the outbox's removal. A failure anywhere fails them all (the caller
-    answers 5xx for each and gives their keys back); the outbox makes sure that whatever was
-    written and not sent is sent."""
+    write each, listing their deliveries), and the outbox's removal.
+
+    A failure before the messages are sent fails them all (raised: the caller answers 5xx for
+    each and gives their keys back; the outbox makes sure whatever was written is sent). Once
+    sent, each event is finished on its own (its buffering, its record), so one event's failure
+    there costs no other event a 5xx and a retried duplicate."""
     now = fmt(utcnow())
     records = [
         deliveries.build(new, now, open_index=False, event_index=False)
@@ -277,32 +292,52 @@ def _inline(group: Sequence[_Accepting], chosen: Sequence[registry.Family]) -> l
     opened = outbox.open_outbox([r.delivery_id for r in records], time.time()) if records else []
     deliveries.write_new(records)
     queue.send_now([deliver_message(rec.delivery_id, 1) for rec in records])
-    buffered = [_buffer(chosen, _event_of(accepting)) for accepting in group]
-    events = [_record(_event_of(a), a.targets, fanned_out=True) for a in group]
-    with EventModel.batch_write() as batch:
-        for event in events:
-            batch.save(event)
+    outcomes: list[Published | Exception] = [
+        _finish_inline(accepting, chosen) for accepting in group
+    ]
+    try:
+        with EventModel.batch_write() as batch:
+            for accepting, outcome in zip(group, outcomes, strict=True):
+                if isinstance(outcome, Published):
+                    batch.save(_record(_event_of(accepting), accepting.targets, fanned_out=True))
+    except Exception:  # each record on its own, so one failure fails one event
+        log.warning("batch write of %s event records failed; one by one", len(group))
+        for position, (accepting, outcome) in enumerate(zip(group, outcomes, strict=True)):
+            if isinstance(outcome, Published):
+                try:
+                    _record(_event_of(accepting), accepting.targets, fanned_out=True).save()
+                except Exception as exc:
+                    log.exception("event %s not recorded", accepting.event_id)
+                    outcomes[position] = exc
     try:
         outbox.close(opened)
     except Exception:  # everything is handed over; the reconciler removes the leftover
         log.warning("could not remove the outbox of %s deliveries", len(records), exc_info=True)
-    for accepting, extra in zip(group, buffered, strict=True):
-        log.info(
-            "event %s accepted: %s deliveries, %s buffered",
-            accepting.request.event_type,
-            len(accepting.targets),
-            extra,
-            extra={
-                "event_id": accepting.event_id,
-                "delivery_ids": sorted(
-                    fanout.delivery_id_for(accepting.event_id, t) for t in accepting.targets
-                )[:50],
-            },
-        )
-    return [
-        Published(a.event_id, len(a.targets) + extra)
-        for a, extra in zip(group, buffered, strict=True)
-    ]
+    return outcomes
+
+
+def _finish_inline(
+    accepting: _Accepting, chosen: Sequence[registry.Family]
+) -> Published | Exception:
+    """One event of an inline group whose messages are sent: the batching families take it."""
+    try:
+        extra = _buffer(chosen, _event_of(accepting))
+    except Exception as exc:
+        log.exception("event %s not buffered", accepting.event_id)
+        return exc
+    log.info(
+        "event %s accepted: %s deliveries, %s buffered",
+        accepting.request.event_type,
+        len(accepting.targets),
+        extra,
+        extra={
+            "event_id": accepting.event_id,
+            "delivery_ids": sorted(
+                fanout.delivery_id_for(accepting.event_id, t) for t in accepting.targets
+            )[:50],
+        },
+    )
+    return Published(accepting.event_id, len(accepting.targets) + extra)
 
 
 def _event_of(accepting: _Accepting) -> PublishedEvent:
@@ -343,7 +378,7 @@ def _resume(tenant_id: str, accepting: _Accepting, chosen: Sequence[registry.Fam
         return _large(accepting, chosen)
     ids = [fanout.delivery_id_for(event.event_id, target) for target in accepting.targets]
     opened = outbox.open_outbox(ids, time.time()) if ids else []
-    records = fanout.write_deliveries(event, accepting.targets, first_time=False, listed=True)
+    records = fanout.write_deliveries(event, accepting.targets, listed=True)
     queue.send_now([deliver_message(rec.delivery_id, 1) for rec in records])
     buffered = _buffer(chosen, event)
     _record(event, accepting.targets, fanned_out=True).save()

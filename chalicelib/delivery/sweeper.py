@@ -90,6 +90,23 @@ def _hand_over(items: list[due.DueItemModel], now: float) -> list[due.DueItemMod
     return sent
 
 
+HAND_OVER_CHUNK = 100
+"""Claimed items sent and deleted together (SQS batches of 10, BatchWriteItem deletes of 25)."""
+
+
+def _hand_over_claimed(claimed: list[due.DueItemModel], now: float, report: SweepReport) -> bool:
+    """Send and delete what is claimed so far, and empty ``claimed``; True when all of it went.
+
+    A busy minute is handed over a chunk at a time: a run that dies mid-minute has sent what it
+    claimed before, and the next run is not blocked by a whole minute of claims it never sent."""
+    sent = _hand_over(claimed, now)
+    due.remove_all(sent)
+    report.handed_over += len(sent)
+    done = len(sent) == len(claimed)
+    claimed.clear()
+    return done
+
+
 def sweep(now: float | None = None, window: float = 60.0) -> SweepReport:
     now = time.time() if now is None else now
     until = now + window
@@ -110,10 +127,9 @@ def sweep(now: float | None = None, window: float = 60.0) -> SweepReport:
                     claimed.append(item)
                 else:
                     complete = False
-        sent = _hand_over(claimed, now)
-        complete = complete and len(sent) == len(claimed)
-        due.remove_all(sent)
-        report.handed_over += len(sent)
+                if len(claimed) >= HAND_OVER_CHUNK:
+                    complete = _hand_over_claimed(claimed, now, report) and complete
+        complete = _hand_over_claimed(claimed, now, report) and complete
         if new_cursor is None and not (complete and minute < current_minute):
             new_cursor = minute
         minute = due.minute_of(due.minute_start(minute) + 60)
