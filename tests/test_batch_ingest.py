@@ -87,3 +87,15 @@ def test_a_batch_of_events_to_one_target_is_listed_delivered_and_replayable(
     listed = client.http.get(f"/events/{event_id}", headers=owner.headers).json_body
     assert len(listed["deliveries"]) == 2
     assert delivery["delivery_id"] in {d["delivery_id"] for d in listed["deliveries"]}
+
+
+def test_a_batch_refuses_an_idempotency_key_header(client, make_tenant):
+    """One key for many events would make each a repeat of the first: the batch says where
+    keys go instead of guessing."""
+    owner = make_tenant()
+    batch = [{"event_type": "order.paid"}, {"event_type": "order.paid"}]
+    response = post(client, owner, batch, headers={"Idempotency-Key": "k-1"})
+    assert response.status_code == 400
+    assert response.json_body["error"] == "invalid"
+    assert response.json_body["field"] == "Idempotency-Key"
+    assert "idempotency_key" in response.json_body["message"]

@@ -344,6 +344,7 @@ def test_a_batch_takes_what_the_bucket_holds_and_refuses_the_rest_in_order(
     results = answer.json_body["results"]
     assert [r["status"] for r in results] == [202, 202, 202, 429, 429]
     assert results[3]["error"] == "quota_exceeded" and results[3]["limit"] == 3
+    assert results[3]["retry_after"] == 1  # what a single request's Retry-After would say
     assert "event_id" not in results[4]
     assert (answer.json_body["accepted"], answer.json_body["refused"]) == (3, 2)
     # the bucket is empty now: a whole batch is refused; a token later, one event goes through

@@ -99,9 +99,7 @@ def _reconcile_later(seconds: float = 3600) -> dict:
 # ----------------------------------------------------------------- 5. fan-out of any size
 
 
-def test_a_batch_mixing_inline_and_chunked_events_delivers_each_target_once(
-    synthetic, aws, worker
-):
+def test_a_batch_mixing_inline_and_chunked_events_delivers_each_target_once(synthetic, aws, worker):
     """One request of events whose target counts straddle the inline limit: the small ones are
     written inline together, the large one is queued in chunks; each is answered in order, and
     a key repeated inside the batch answers its first use."""
@@ -135,6 +133,25 @@ def test_a_batch_mixing_inline_and_chunked_events_delivers_each_target_once(
     for outcome, count in zip(outcomes[:3], counts, strict=True):
         assert _statuses(outcome.event_id) == ["delivered"] * count
     assert len(synthetic["hits"]) == sum(counts) == len(set(synthetic["hits"]))
+
+
+def test_a_request_past_its_inline_share_queues_the_rest_and_loses_none(
+    synthetic, aws, worker, monkeypatch
+):
+    """A request writes at most ``INLINE_PER_REQUEST`` deliveries itself; the events past that
+    share go through the queue like a large fan-out, and every target is delivered once."""
+    from chalicelib.delivery import ingest
+
+    monkeypatch.setattr(ingest, "INLINE_PER_REQUEST", 5)
+    synthetic["count"] = 3
+    requests = [ingest.EventRequest("e", {"n": n}) for n in range(3)]
+    outcomes = ingest.publish_many("f" * 24, requests, families=[FAMILY])
+    assert [o.deliveries for o in outcomes] == [3, 3, 3]
+    assert _queue_depth(worker) == 3 + 2  # the first event's 3 messages, two plans
+    worker.run_until_idle(timeout=60)
+    for outcome in outcomes:
+        assert _statuses(outcome.event_id) == ["delivered"] * 3
+    assert len(synthetic["hits"]) == 9 == len(set(synthetic["hits"]))
 
 
 def test_a_large_fan_out_goes_to_the_queue_in_chunks_and_creates_each_delivery_once(

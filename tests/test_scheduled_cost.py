@@ -4,6 +4,7 @@ made cheaper into the failure that path must still survive, and checks what a us
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -170,3 +171,48 @@ def test_the_sweeper_sends_firings_due_at_the_same_second_in_one_batch(
     assert queue.Counters.send_calls - before == 2  # 12 in batches of 10 (attempts run inline)
     for callback in made:
         assert shown(client, owner, callback["callback_id"])["state"] == "completed"
+
+
+def test_a_sweep_that_dies_mid_minute_has_sent_what_it_claimed_before(
+    client, make_tenant, worker, httpserver, monkeypatch
+):
+    """A busy minute is handed over a chunk at a time: a sweep that dies on its second chunk has
+    already sent the first, and the next sweep (once the dead one's claims run out) sends the
+    rest. Every firing goes out, each once."""
+    from chalicelib.delivery import sweeper
+    from chalicelib.storage.guards import GuardModel
+    from tests.test_scheduled_firing import epoch, travel_and_fire
+
+    owner = make_tenant()
+    receiver = Receiver(httpserver)
+    when = iso_in(20 * 60)
+    for i in range(5):
+        create(client, owner, f"{receiver.url}?n={i}", when)
+    monkeypatch.setattr(sweeper, "HAND_OVER_CHUNK", 2)
+    real_hand_over = sweeper._hand_over
+    calls: list[int] = []
+
+    def dies_on_the_second_chunk(items, now):
+        calls.append(len(items))
+        if len(calls) == 2:
+            raise OSError("the sweeper's Lambda timed out")
+        return real_hand_over(items, now)
+
+    GuardModel(sweeper.CURSOR_KEY).delete()
+    with monkeypatch.context() as patch:
+        patch.setattr(sweeper, "_hand_over", dies_on_the_second_chunk)
+        with pytest.raises(OSError):
+            sweeper.sweep(now=epoch(when) - 0.5)
+    from chalicelib.storage import due
+
+    minute = due.minute_of(epoch(when))
+    left = sum(1 for shard in range(due.SHARDS) for _ in due.due_in(minute, shard, epoch(when)))
+    assert left == 3  # the first chunk was sent and deleted before the sweep died
+    # a minute later the dead sweep's claims (real time) have run out
+    real_time = time.time
+    monkeypatch.setattr(
+        due, "time", SimpleNamespace(time=lambda: real_time() + sweeper.CLAIM_SECONDS + 1)
+    )
+    fired = travel_and_fire(worker, monkeypatch, epoch(when))
+    assert fired["handed_over"] == 3
+    assert sorted(r["args"]["n"] for r in receiver.requests) == [str(i) for i in range(5)]

@@ -193,11 +193,21 @@ def _batch_body(raw: str | bytes | None) -> list[Any] | None:
 
 
 def _refused(exc: ApiError) -> dict[str, Any]:
+    """A refused event's place in a batch answer: its status, the body a single request would
+    have had, and ``retry_after`` (seconds) where that request would have had ``Retry-After``."""
     body = exc.response.body if isinstance(exc.response.body, dict) else {}
-    return {"status": exc.response.status_code, **body}
+    refused: dict[str, Any] = {"status": exc.response.status_code, **body}
+    retry_after = (exc.response.headers or {}).get("Retry-After")
+    if isinstance(retry_after, str) and retry_after.isdigit():
+        refused["retry_after"] = int(retry_after)
+    return refused
 
 
-_NOT_ACCEPTED = {"status": 500, "error": "internal", "message": "not accepted; retry this event"}
+_NOT_ACCEPTED = {
+    "status": 500,
+    "error": "internal_error",  # the house 500's code, as a single POST /events answers it
+    "message": "internal error: not accepted; retry this event",
+}
 
 
 def _publish_batch(principal: Principal, items: list[Any]) -> Response:
@@ -207,6 +217,12 @@ def _publish_batch(principal: Principal, items: list[Any]) -> Response:
     reads of an event type and the writes' round trips are paid once per request."""
     if not items or len(items) > MAX_BATCH:
         raise _invalid(None, f"a batch holds 1 to {MAX_BATCH} events")
+    if bp.current_request.headers.get("idempotency-key") is not None:
+        # one key for many events would make each a repeat of the first: say so, not guess
+        raise _invalid(
+            "Idempotency-Key",
+            "a batch takes an idempotency_key per event, not an Idempotency-Key header",
+        )
     results: list[dict[str, Any] | None] = [None] * len(items)
     by_tenant: dict[str, list[tuple[int, ingest.EventRequest]]] = {}
     checked: dict[str, ApiError | None] = {}
@@ -223,14 +239,16 @@ def _publish_batch(principal: Principal, items: list[Any]) -> Response:
     for tenant_id, entries in by_tenant.items():
         try:
             admitted = _admitted(tenant_id, len(entries))
-        except ApiError as exc:
-            admitted, refusal = 0, _refused(exc)
-        else:
             refusal = (
                 _refused(quota_refusal(quotas.events_refusal(tenant_id)))
                 if entries[admitted:]
                 else {}
             )
+        except ApiError as exc:
+            admitted, refusal = 0, _refused(exc)
+        except Exception:  # AWS failed under this tenant's quota: its events are not accepted
+            log.exception("the events quota of tenant %s could not be read", tenant_id)
+            admitted, refusal = 0, dict(_NOT_ACCEPTED)
         for index, _ in entries[admitted:]:
             results[index] = refusal
         if not admitted:

@@ -99,6 +99,8 @@ def _hand_over_claimed(claimed: list[due.DueItemModel], now: float, report: Swee
 
     A busy minute is handed over a chunk at a time: a run that dies mid-minute has sent what it
     claimed before, and the next run is not blocked by a whole minute of claims it never sent."""
+    if not claimed:
+        return True
     sent = _hand_over(claimed, now)
     due.remove_all(sent)
     report.handed_over += len(sent)

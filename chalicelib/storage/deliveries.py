@@ -237,8 +237,8 @@ def build(
     fewer: the entry's put, and its removal by the outcome) when something else covers it until
     its first message is in SQS: a publish request's outbox, a fan-out chunk's own message.
     ``event_index=False`` leaves it out of ``by_event`` (one more write unit): its event record
-    lists it, or it has no event record to be listed under (a scheduled firing, a notification
-    batch)."""
+    lists it, or it has no event record to be listed under (a scheduled firing; a notification
+    batch keeps its entry: ``GET /events/{id}`` of its first event shows it)."""
     now_epoch = time.time()
     due = now_epoch if due is None else due
     return DeliveryModel(
