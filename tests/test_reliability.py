@@ -200,6 +200,37 @@ def test_a_repeated_fan_out_chunk_creates_and_sends_nothing_twice(synthetic, aws
     assert len(synthetic["hits"]) == synthetic["count"]
 
 
+def test_a_plan_run_again_queues_nothing_or_only_careful_chunks(synthetic, aws, worker):
+    """A plan handled twice queues its chunks once; a plan whose worker died before it was
+    marked done runs again with careful chunks (conditional puts), which never reset or resend
+    a delivery the first run's chunks delivered."""
+    from chalicelib.delivery import fanout, ingest
+    from chalicelib.storage.guards import GuardModel
+
+    synthetic["count"] = fanout.FANOUT_CHUNK + 1
+    published = ingest.publish("a" * 24, "big", {}, families=[FAMILY])
+    ingest_event = fanout._stored_event(deliveries_event(published.event_id))
+    plan = fanout.plan_message(ingest_event, [FAMILY])
+    worker.run_until_idle(timeout=120)
+    assert len(synthetic["hits"]) == synthetic["count"]
+    fanout.handle_fanout(plan)  # SQS handed the plan out again: its guard says done
+    assert _queue_depth(worker) == 0
+    GuardModel(f"fanout#{ingest_event.event_id}#plan", lease_until=0).save()  # died, not done
+    for number in range(2):  # and its chunks' guards were never written either
+        GuardModel(f"fanout#{ingest_event.event_id}#{number}").delete()
+    fanout.handle_fanout(plan)
+    worker.run_until_idle(timeout=120)
+    statuses = _statuses(published.event_id)
+    assert len(statuses) == synthetic["count"] and set(statuses) == {"delivered"}
+    assert len(synthetic["hits"]) == synthetic["count"]  # nothing reset, nothing sent again
+
+
+def deliveries_event(event_id: str):
+    from chalicelib.storage import deliveries
+
+    return deliveries.get_event(event_id)
+
+
 def test_get_event_pages_through_its_deliveries(client, make_tenant, synthetic, worker):
     from chalicelib.api import events as events_api
     from chalicelib.delivery import ingest

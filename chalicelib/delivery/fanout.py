@@ -44,12 +44,13 @@ def delivery_id_for(event_id: str, target: Target) -> str:
 
 
 def write_deliveries(
-    event: PublishedEvent, targets: Sequence[Target], *, listed: bool = False
+    event: PublishedEvent, targets: Sequence[Target], *, careful: bool, listed: bool = False
 ) -> list[deliveries.DeliveryModel]:
-    """The deliveries of ``targets``, each with a conditional put, so one that exists already
-    (written by an earlier try, or by a plan whose chunks were numbered over different targets
-    when registrations changed in between) is never reset and sent again. A conditional put
-    bills the same write units as a batch write; only the round trips differ.
+    """The deliveries of ``targets``: batch-written when none of them can exist yet (a chunk's
+    first run, of a plan's first run), else (``careful``) each with a conditional put, so one
+    that exists already (written by an earlier try, or by an earlier plan that numbered its
+    chunks over different targets) is never reset and sent again. Both bill the same write
+    units; a conditional put costs a round trip per delivery.
 
     No reconciler index entry: the caller's own message (a fan-out chunk that SQS hands out
     again until it is done, or a resumed request's outbox) covers them until they are sent."""
@@ -58,8 +59,11 @@ def write_deliveries(
         deliveries.build(new, now, open_index=False, event_index=not listed)
         for new in new_deliveries(event, targets)
     ]
-    for rec in records:
-        deliveries.write_if_absent(rec)
+    if careful:
+        for rec in records:
+            deliveries.write_if_absent(rec)
+    else:
+        deliveries.write_new(records)
     return records
 
 
@@ -79,27 +83,34 @@ def new_deliveries(event: PublishedEvent, targets: Sequence[Target]) -> list[New
 
 
 def _fanout_message(
-    event: PublishedEvent, number: int, targets: Sequence[Target]
+    event: PublishedEvent, number: int, targets: Sequence[Target], careful: bool
 ) -> dict[str, Any]:
     """One chunk of a large fan-out. It carries its targets (as matched when the event was
-    accepted) but not the event, which the chunk reads from the event record."""
+    accepted) but not the event, which the chunk reads from the event record. ``careful``: some
+    of its deliveries may exist already (see ``plan_message``)."""
     return {
         "kind": FANOUT_KIND,
         "tenant_id": event.tenant_id,
         "event_id": event.event_id,
         "chunk": number,
+        "careful": careful,
         "targets": [[t.family, t.target_id, t.target, t.content] for t in targets],
     }
 
 
-def plan_message(event: PublishedEvent, families: Sequence[str]) -> dict[str, Any]:
+def plan_message(
+    event: PublishedEvent, families: Sequence[str], *, careful: bool = False
+) -> dict[str, Any]:
     """A large fan-out, handed over whole: a worker matches the targets again and queues them
-    in chunks (``handle_fanout``)."""
+    in chunks (``handle_fanout``). ``careful`` when deliveries of the event may exist already
+    (a publish resumed after its first request died): its chunks then write each delivery with
+    a conditional put instead of a batch write, so none that moved on is reset."""
     return {
         "kind": FANOUT_KIND,
         "tenant_id": event.tenant_id,
         "event_id": event.event_id,
         "plan": True,
+        "careful": careful,
         "families": list(families),
     }
 
@@ -117,51 +128,70 @@ def _stored_event(stored: EventModel) -> PublishedEvent:
     )
 
 
-def _plan(event: PublishedEvent, families: Sequence[str]) -> None:
+def _plan(event: PublishedEvent, families: Sequence[str], careful: bool) -> None:
     """Match the event's targets (as at acceptance: the same registrations, unless one changed
-    in the seconds between) and queue them in chunks. A repeated plan queues the same chunks
-    again; each chunk is written once (its guard)."""
+    in the seconds between) and queue them in chunks, once: a guard item holds a lease while
+    the plan runs and says ``done`` after. A plan run again after its worker died may number
+    its chunks over different targets (a registration changed in between), so its chunks are
+    careful: each delivery a conditional put."""
+    key = f"fanout#{event.event_id}#plan"
+    state = _claim_chunk(key)
+    if state is None:
+        return
     targets = [
         target for fam in registry.families() if fam.name in families for target in fam.match(event)
     ]
-    queue.send_now(
-        [
-            _fanout_message(event, number, targets[start : start + FANOUT_CHUNK])
-            for number, start in enumerate(range(0, len(targets), FANOUT_CHUNK))
-        ]
-    )
+    careful = careful or state is False
+    try:
+        queue.send_now(
+            [
+                _fanout_message(event, number, targets[start : start + FANOUT_CHUNK], careful)
+                for number, start in enumerate(range(0, len(targets), FANOUT_CHUNK))
+            ]
+        )
+    except Exception:
+        _give_back(key)
+        raise
+    GuardModel(key).update(actions=[GuardModel.payload.set(DONE), GuardModel.lease_until.remove()])
+
+
+def _give_back(key: str) -> None:
+    """Hand a guard's lease back after a failure, so the message's redelivery redoes the work at
+    once instead of waiting for the lease to run out."""
+    with contextlib.suppress(Exception):
+        GuardModel(key).update(
+            actions=[GuardModel.lease_until.set(0)],
+            condition=GuardModel.payload.does_not_exist(),
+        )
 
 
 def handle_fanout(message: dict[str, Any]) -> None:
     """The plan of a large fan-out (match, then queue chunks), or one chunk: write its
     deliveries and send their messages, once per chunk: a guard item per chunk holds a lease
     while it runs and says ``done`` after. A repeat of a finished chunk does nothing; a repeat of
-    one whose worker died redoes it (every delivery is a conditional put)."""
+    one whose worker died redoes it with conditional puts."""
     event_id = str(message["event_id"])
     stored = deliveries.get_event(event_id)
     if stored is None:
         log.warning("event %s does not exist; dropping its fan-out message", event_id)
         return
     if message.get("plan"):
-        _plan(_stored_event(stored), [str(f) for f in message.get("families") or []])
+        families = [str(f) for f in message.get("families") or []]
+        _plan(_stored_event(stored), families, bool(message.get("careful", True)))
         return
     number = int(message["chunk"])
     key = f"fanout#{event_id}#{number}"
-    if _claim_chunk(key) is None:
+    first_time = _claim_chunk(key)
+    if first_time is None:
         return
     event = _stored_event(stored)
     targets = [Target(str(f), str(i), str(t), dict(c)) for f, i, t, c in message["targets"]]
+    careful = not first_time or bool(message.get("careful", True))
     try:
-        records = write_deliveries(event, targets)
+        records = write_deliveries(event, targets, careful=careful)
         queue.send_now([deliver_message(rec.delivery_id, 1) for rec in records])
     except Exception:
-        # Give the lease back so the message's redelivery redoes the chunk at once (with
-        # conditional puts) instead of waiting for the lease to run out.
-        with contextlib.suppress(Exception):
-            GuardModel(key).update(
-                actions=[GuardModel.lease_until.set(0)],
-                condition=GuardModel.payload.does_not_exist(),
-            )
+        _give_back(key)  # its redelivery redoes the chunk at once, carefully
         raise
     GuardModel(key).update(actions=[GuardModel.payload.set(DONE), GuardModel.lease_until.remove()])
 

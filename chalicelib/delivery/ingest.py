@@ -345,14 +345,16 @@ def _event_of(accepting: _Accepting) -> PublishedEvent:
     return accepting.event
 
 
-def _large(accepting: _Accepting, chosen: Sequence[registry.Family]) -> Published:
+def _large(
+    accepting: _Accepting, chosen: Sequence[registry.Family], careful: bool = False
+) -> Published:
     """Past the inline limit: the plan (one message) reads the event record, so it is written
     first. The request sends no target anywhere: its time does not grow with their number
     beyond the match."""
     event = _event_of(accepting)
     record = _record(event, accepting.targets, fanned_out=False)
     record.save()
-    queue.send_now([fanout.plan_message(event, [fam.name for fam in chosen])])
+    queue.send_now([fanout.plan_message(event, [fam.name for fam in chosen], careful=careful)])
     buffered = _buffer(chosen, event)
     record.update(actions=[EventModel.fanned_out.set(True)])
     log.info(
@@ -375,10 +377,10 @@ def _resume(tenant_id: str, accepting: _Accepting, chosen: Sequence[registry.Fam
     accepting.event = event
     accepting.targets = [target for fam in chosen for target in fam.match(event)]
     if len(accepting.targets) > FANOUT_INLINE_LIMIT:
-        return _large(accepting, chosen)
+        return _large(accepting, chosen, careful=True)  # the first try may have written some
     ids = [fanout.delivery_id_for(event.event_id, target) for target in accepting.targets]
     opened = outbox.open_outbox(ids, time.time()) if ids else []
-    records = fanout.write_deliveries(event, accepting.targets, listed=True)
+    records = fanout.write_deliveries(event, accepting.targets, careful=True, listed=True)
     queue.send_now([deliver_message(rec.delivery_id, 1) for rec in records])
     buffered = _buffer(chosen, event)
     _record(event, accepting.targets, fanned_out=True).save()
