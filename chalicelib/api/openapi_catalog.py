@@ -558,6 +558,8 @@ def _events() -> Catalogue:
                                         "field": nullable(string()),
                                         "quota": string(),  # a 429's, as a single request's
                                         "limit": integer(minimum=0),
+                                        # a 429's or 409's Retry-After, in seconds
+                                        "retry_after": integer(minimum=0),
                                     },
                                     required=["status"],
                                 ),
