@@ -17,13 +17,11 @@ credentials in the environment; ``--endpoint`` points it at the embedded AWS ins
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-ROOT = Path(__file__).resolve().parent.parent
+from devstack.stage import stage_environment
 
 
 @dataclass
@@ -33,17 +31,16 @@ class BackfillReport:
     without_event: int = 0
     indexed: int = 0
     already_indexed: int = 0
-    events_read: dict[str, bool] = field(default_factory=dict)
+    events_read: int = 0
 
 
 def backfill_event_keys() -> BackfillReport:
     """Give ``event_key`` to every delivery its event record does not list."""
-    from pynamodb.exceptions import UpdateError
-
+    from chalicelib.storage.base import update_if
     from chalicelib.storage.deliveries import DeliveryModel, EventModel
 
     report = BackfillReport()
-    listed: dict[str, frozenset[str] | None] = {}
+    listed: dict[str, frozenset[str] | None] = {}  # event id -> the ids its record lists
     for delivery in DeliveryModel.scan():
         report.scanned += 1
         if delivery.event_key is not None:
@@ -58,30 +55,18 @@ def backfill_event_keys() -> BackfillReport:
         names = listed[delivery.event_id]
         if names is None:
             report.without_event += 1
-            continue
-        if delivery.delivery_id in names:
+        elif delivery.delivery_id in names:
             report.listed_on_event += 1
-            continue
-        try:
-            delivery.update(
-                actions=[DeliveryModel.event_key.set(delivery.event_id)],
-                condition=DeliveryModel.delivery_id.exists()
-                & DeliveryModel.event_key.does_not_exist(),
-            )
+        elif update_if(
+            delivery,
+            [DeliveryModel.event_key.set(delivery.event_id)],
+            DeliveryModel.delivery_id.exists() & DeliveryModel.event_key.does_not_exist(),
+        ):
             report.indexed += 1
-        except UpdateError as exc:
-            if exc.cause_response_code != "ConditionalCheckFailedException":
-                raise
+        else:
             report.already_indexed += 1
-    report.events_read = {k: v is not None for k, v in listed.items()}
+    report.events_read = len(listed)
     return report
-
-
-def _stage_environment(stage: str) -> dict[str, str]:
-    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
-    merged: dict[str, str] = dict(config.get("environment_variables") or {})
-    merged.update(config["stages"][stage].get("environment_variables") or {})
-    return {k: str(v) for k, v in merged.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", required=True, help="a stage of .chalice/config.json")
     parser.add_argument("--endpoint", help="an AWS endpoint URL (the embedded AWS)")
     args = parser.parse_args(argv)
-    for name, value in _stage_environment(args.stage).items():
+    for name, value in stage_environment(args.stage).items():
         os.environ.setdefault(name, value)  # the shell's own RINGBACK_* win, as in the app
     if args.endpoint:
         os.environ["AWS_ENDPOINT_URL"] = args.endpoint
@@ -98,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         f"deliveries scanned {report.scanned}: {report.indexed} given event_key, "
         f"{report.already_indexed} had it, {report.listed_on_event} listed on their event, "
         f"{report.without_event} without an event record (firings); "
-        f"{len(report.events_read)} event records read"
+        f"{report.events_read} event records read"
     )
     return 0
 
